@@ -1,0 +1,1 @@
+//! Hot-contract cache. Placeholder: lands with the aot-cache issue.

@@ -1,0 +1,1 @@
+//! EOF containers. Placeholder: EOF decoding and validation land with the EOF issue.

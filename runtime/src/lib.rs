@@ -1,0 +1,14 @@
+//! Ember runtime: the ABI between generated code and Rust ([`abi`]), the builtins generated
+//! code calls ([`builtins`]), the opcode table every part of Ember reads ([`opcodes`]), and the
+//! revm 43 integration that runs native code instead of the interpreter ([`evm`]).
+//!
+//! This crate does not link LLVM: it is all a process needs to run precompiled code.
+
+pub mod abi;
+pub mod builtins;
+pub mod evm;
+pub mod opcodes;
+
+pub use abi::{EvmContext, NativeFn};
+pub use evm::{EmberEvm, ExecStats, NativeProvider, NoNative};
+pub use revm;
