@@ -119,11 +119,11 @@ pub fn class(op: u8, spec: SpecId) -> OpClass {
         CALL | CALLCODE | DELEGATECALL | STATICCALL | CREATE | CREATE2 => OpClass::Suspend,
         ADD | MUL | SUB | DIV | SDIV | MOD | SMOD | ADDMOD | MULMOD | SIGNEXTEND | LT | GT
         | SLT | SGT | EQ | ISZERO | AND | OR | XOR | NOT | BYTE | SHL | SHR | SAR | CLZ | POP
-        | JUMPDEST | PC | MSIZE | CALLDATASIZE => OpClass::Pure,
+        | JUMPDEST | PC | MSIZE => OpClass::Pure,
         _ if (PUSH0..=PUSH32).contains(&op) => OpClass::Pure,
         _ if (DUP1..=DUP16).contains(&op) => OpClass::Pure,
         _ if (SWAP1..=SWAP16).contains(&op) => OpClass::Pure,
-        ADDRESS | ORIGIN | CALLER | CALLVALUE | CALLDATALOAD | CODESIZE | GASPRICE
+        ADDRESS | ORIGIN | CALLER | CALLVALUE | CALLDATALOAD | CALLDATASIZE | CODESIZE | GASPRICE
         | RETURNDATASIZE | COINBASE | TIMESTAMP | NUMBER | DIFFICULTY | GASLIMIT | CHAINID
         | SELFBALANCE | BASEFEE | BLOBHASH | BLOBBASEFEE | BLOCKHASH | TLOAD => OpClass::Env,
         _ => OpClass::Dynamic,

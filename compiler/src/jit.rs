@@ -1,0 +1,251 @@
+//! In-memory compilation through LLVM's MCJIT, and the JIT registry that serves compiled
+//! functions to the runtime.
+//!
+//! MCJIT (rather than ORC LLJIT) because inkwell 0.11 exposes it safely; each contract is its
+//! own module and execution engine, so code is freed per contract. Generated functions carry
+//! the host's `target-cpu`/`target-features`, so MCJIT emits code for this machine.
+
+use crate::{analysis::Analysis, codegen, CompileError, OptLevel};
+use ember_runtime::{NativeFn, NativeProvider};
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
+use inkwell::OptimizationLevel;
+use revm::primitives::{hardfork::SpecId, keccak256, B256};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What one compilation did and cost.
+#[derive(Clone, Debug, Default)]
+pub struct CompileStats {
+    /// Analysis counters.
+    pub analysis: crate::AnalysisStats,
+    /// Time spent in analysis.
+    pub analysis_time: Duration,
+    /// Time spent generating IR.
+    pub codegen_time: Duration,
+    /// Time spent in LLVM optimisation passes.
+    pub opt_time: Duration,
+    /// Time spent emitting machine code.
+    pub emit_time: Duration,
+    /// Total wall time.
+    pub total_time: Duration,
+    /// Bytecode length.
+    pub code_len: usize,
+}
+
+/// A compiled module kept alive for as long as its function may be called.
+struct JitModule {
+    // Field order matters: the engine must drop before the context it borrows.
+    _ee: ExecutionEngine<'static>,
+    _cx: Box<Context>,
+}
+
+/// Compiles contracts to native functions in memory.
+pub struct JitCompiler {
+    opt: OptLevel,
+    modules: Vec<JitModule>,
+    dump_ir: bool,
+}
+
+impl std::fmt::Debug for JitCompiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitCompiler").field("opt", &self.opt).field("modules", &self.modules.len()).finish()
+    }
+}
+
+fn init_llvm() -> Result<(), CompileError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
+    .clone()
+    .map_err(CompileError::Llvm)
+}
+
+fn llvm_opt(o: OptLevel) -> OptimizationLevel {
+    match o {
+        OptLevel::O0 => OptimizationLevel::None,
+        OptLevel::O1 => OptimizationLevel::Less,
+        OptLevel::O2 => OptimizationLevel::Default,
+        OptLevel::O3 => OptimizationLevel::Aggressive,
+    }
+}
+
+/// A target machine for this host at `opt`.
+pub fn host_target_machine(opt: OptLevel) -> Result<TargetMachine, CompileError> {
+    init_llvm()?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(|e| CompileError::Llvm(e.to_string()))?;
+    let cpu = TargetMachine::get_host_cpu_name();
+    let features = TargetMachine::get_host_cpu_features();
+    target
+        .create_target_machine(
+            &triple,
+            cpu.to_str().unwrap_or("generic"),
+            features.to_str().unwrap_or(""),
+            llvm_opt(opt),
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| CompileError::Llvm("could not create a target machine for this host".into()))
+}
+
+/// Builds and optimises the IR module for `code`; returns the textual IR (for `ember ir`).
+pub fn emit_ir(code: &[u8], spec: SpecId, opt: OptLevel) -> Result<String, CompileError> {
+    let a = crate::analyze(code, spec)?;
+    let cx = Context::create();
+    let module = cx.create_module("ember");
+    let tm = host_target_machine(opt)?;
+    build_module(&cx, &module, &a, "contract", &tm, opt)?;
+    Ok(module.print_to_string().to_string())
+}
+
+fn build_module<'ctx>(
+    cx: &'ctx Context,
+    module: &inkwell::module::Module<'ctx>,
+    a: &Analysis,
+    name: &str,
+    tm: &TargetMachine,
+    opt: OptLevel,
+) -> Result<(Duration, Duration), CompileError> {
+    let t0 = Instant::now();
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    let f = codegen::translate(cx, module, a, name)?;
+    let cpu = tm.get_cpu();
+    let features = tm.get_feature_string();
+    f.add_attribute(
+        inkwell::attributes::AttributeLoc::Function,
+        cx.create_string_attribute("target-cpu", cpu.to_str().unwrap_or("generic")),
+    );
+    f.add_attribute(
+        inkwell::attributes::AttributeLoc::Function,
+        cx.create_string_attribute("target-features", features.to_str().unwrap_or("")),
+    );
+    module.verify().map_err(|e| CompileError::Llvm(format!("invalid IR: {e}")))?;
+    let codegen_time = t0.elapsed();
+    let t1 = Instant::now();
+    let passes = match opt {
+        OptLevel::O0 => "default<O0>",
+        OptLevel::O1 => "default<O1>",
+        OptLevel::O2 => "default<O2>",
+        OptLevel::O3 => "default<O3>",
+    };
+    module
+        .run_passes(passes, tm, PassBuilderOptions::create())
+        .map_err(|e| CompileError::Llvm(e.to_string()))?;
+    Ok((codegen_time, t1.elapsed()))
+}
+
+impl JitCompiler {
+    /// A compiler at optimisation level `opt`.
+    pub fn new(opt: OptLevel) -> Result<Self, CompileError> {
+        init_llvm()?;
+        Ok(Self { opt, modules: Vec::new(), dump_ir: false })
+    }
+
+    /// Optimisation level in use.
+    pub fn opt_level(&self) -> OptLevel {
+        self.opt
+    }
+
+    /// Print each module's optimised IR to stderr (debugging).
+    pub fn set_dump_ir(&mut self, on: bool) {
+        self.dump_ir = on;
+    }
+
+    /// Compiles `code` for `spec`; the function stays valid as long as `self` lives.
+    pub fn compile(&mut self, code: &[u8], spec: SpecId) -> Result<(NativeFn, CompileStats), CompileError> {
+        let t_start = Instant::now();
+        let a = crate::analyze(code, spec)?;
+        let analysis_time = t_start.elapsed();
+        let cx = Box::new(Context::create());
+        // SAFETY: the context is boxed (stable address) and is dropped after the engine that
+        // borrows it (field order of `JitModule`); nothing else keeps a borrow past this call.
+        let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
+        let module = cxr.create_module("ember");
+        let tm = host_target_machine(self.opt)?;
+        let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, self.opt)?;
+        if self.dump_ir {
+            eprintln!("{}", module.print_to_string().to_string());
+        }
+        let t_emit = Instant::now();
+        let ee = module
+            .create_jit_execution_engine(llvm_opt(self.opt))
+            .map_err(|e| CompileError::Llvm(e.to_string()))?;
+        let addr = ee
+            .get_function_address("ember_contract")
+            .map_err(|e| CompileError::Llvm(e.to_string()))?;
+        let emit_time = t_emit.elapsed();
+        // SAFETY: the address is the JIT-compiled `i8 (ptr)` function generated above, which
+        // has exactly the `NativeFn` ABI; it lives as long as the module kept in `self`.
+        let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
+        self.modules.push(JitModule { _ee: ee, _cx: cx });
+        let stats = CompileStats {
+            analysis: a.stats(),
+            analysis_time,
+            codegen_time,
+            opt_time,
+            emit_time,
+            total_time: t_start.elapsed(),
+            code_len: code.len(),
+        };
+        Ok((f, stats))
+    }
+}
+
+/// An in-memory registry of JIT-compiled contracts keyed by (code hash, spec); implements
+/// [`NativeProvider`].
+#[derive(Debug)]
+pub struct JitRegistry {
+    compiler: JitCompiler,
+    fns: HashMap<(B256, SpecId), NativeFn>,
+    failures: HashMap<(B256, SpecId), String>,
+}
+
+impl JitRegistry {
+    /// An empty registry compiling at `opt`.
+    pub fn new(opt: OptLevel) -> Result<Self, CompileError> {
+        Ok(Self { compiler: JitCompiler::new(opt)?, fns: HashMap::new(), failures: HashMap::new() })
+    }
+
+    /// Compiles `code` (keyed by its keccak256 hash) for `spec` unless already present.
+    /// Returns `None` when it was already compiled.
+    pub fn compile(&mut self, code: &[u8], spec: SpecId) -> Result<Option<CompileStats>, CompileError> {
+        let hash = keccak256(code);
+        if self.fns.contains_key(&(hash, spec)) {
+            return Ok(None);
+        }
+        match self.compiler.compile(code, spec) {
+            Ok((f, stats)) => {
+                self.fns.insert((hash, spec), f);
+                Ok(Some(stats))
+            }
+            Err(e) => {
+                self.failures.insert((hash, spec), e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Number of compiled functions.
+    pub fn len(&self) -> usize {
+        self.fns.len()
+    }
+
+    /// Whether nothing is compiled.
+    pub fn is_empty(&self) -> bool {
+        self.fns.is_empty()
+    }
+
+    /// Contracts that failed to compile, with reasons (they run in the interpreter).
+    pub fn failures(&self) -> impl Iterator<Item = (&(B256, SpecId), &String)> {
+        self.failures.iter()
+    }
+}
+
+impl NativeProvider for JitRegistry {
+    fn native_fn(&self, code_hash: &B256, spec: SpecId) -> Option<NativeFn> {
+        self.fns.get(&(*code_hash, spec)).copied()
+    }
+}

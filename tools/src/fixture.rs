@@ -1,0 +1,180 @@
+//! Loader for benchmark fixtures in the format of `../shared/bench/revmc/*.json`: one object
+//! keyed by test name with `env`, `pre` and `transaction` (a list; the first is used).
+
+use revm::context::{BlockEnv, CfgEnv, TxEnv};
+use revm::database::{CacheDB, EmptyDB};
+use revm::primitives::{hardfork::SpecId, Address, Bytes, TxKind, B256, U256};
+use revm::state::{AccountInfo, Bytecode};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Errors loading a fixture.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a fixture.
+    #[error("{path}: invalid fixture JSON: {msg}")]
+    Json {
+        /// File path.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnv {
+    current_coinbase: Option<Address>,
+    current_gas_limit: Option<U256>,
+    current_number: Option<U256>,
+    current_timestamp: Option<U256>,
+    current_base_fee: Option<U256>,
+    current_difficulty: Option<U256>,
+    current_random: Option<B256>,
+}
+
+#[derive(Deserialize)]
+struct RawAccount {
+    balance: Option<U256>,
+    code: Option<Bytes>,
+    nonce: Option<U256>,
+    #[serde(default)]
+    storage: BTreeMap<U256, U256>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTx {
+    data: Option<Bytes>,
+    gas_limit: U256,
+    gas_price: Option<U256>,
+    sender: Address,
+    to: Option<Address>,
+    value: Option<U256>,
+}
+
+#[derive(Deserialize)]
+struct RawFixture {
+    env: RawEnv,
+    pre: BTreeMap<Address, RawAccount>,
+    transaction: OneOrMany<RawTx>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+/// A loaded fixture, ready to execute.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    /// Name (the file stem).
+    pub name: String,
+    /// Pre-state.
+    pub db: CacheDB<EmptyDB>,
+    /// Block environment.
+    pub block: BlockEnv,
+    /// The transaction.
+    pub tx: TxEnv,
+    /// Every distinct non-empty contract code in `pre`.
+    pub codes: Vec<Bytes>,
+}
+
+fn u64_sat(v: U256) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+impl Fixture {
+    /// Loads a fixture file.
+    pub fn load(path: &Path) -> Result<Self, FixtureError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io { path: p.clone(), source })?;
+        let map: BTreeMap<String, RawFixture> = serde_json::from_str(&text)
+            .map_err(|e| FixtureError::Json { path: p.clone(), msg: e.to_string() })?;
+        let (_, raw) = map
+            .into_iter()
+            .next()
+            .ok_or_else(|| FixtureError::Json { path: p.clone(), msg: "no test in file".into() })?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::from_raw(name, raw).map_err(|msg| FixtureError::Json { path: p, msg })
+    }
+
+    fn from_raw(name: String, raw: RawFixture) -> Result<Self, String> {
+        let mut db = CacheDB::new(EmptyDB::default());
+        let mut codes = Vec::new();
+        for (addr, acc) in raw.pre {
+            let code = acc.code.unwrap_or_default();
+            if !code.is_empty() && !codes.contains(&code) {
+                codes.push(code.clone());
+            }
+            let bytecode = Bytecode::new_raw(code);
+            let info = AccountInfo {
+                balance: acc.balance.unwrap_or_default(),
+                nonce: u64_sat(acc.nonce.unwrap_or_default()),
+                code_hash: bytecode.hash_slow(),
+                code: Some(bytecode),
+                ..Default::default()
+            };
+            db.insert_account_info(addr, info);
+            for (k, v) in acc.storage {
+                db.insert_account_storage(addr, k, v).map_err(|e| e.to_string())?;
+            }
+        }
+        let e = raw.env;
+        let mut block = BlockEnv {
+            number: e.current_number.unwrap_or_default(),
+            beneficiary: e.current_coinbase.unwrap_or_default(),
+            timestamp: e.current_timestamp.unwrap_or_default(),
+            gas_limit: u64_sat(e.current_gas_limit.unwrap_or(U256::from(u64::MAX))),
+            basefee: u64_sat(e.current_base_fee.unwrap_or_default()),
+            difficulty: e.current_difficulty.unwrap_or_default(),
+            prevrandao: Some(e.current_random.unwrap_or_default()),
+            ..Default::default()
+        };
+        block.set_blob_excess_gas_and_price(0, revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE);
+        let t = match raw.transaction {
+            OneOrMany::Many(mut v) => {
+                if v.is_empty() {
+                    return Err("empty transaction list".into());
+                }
+                v.swap_remove(0)
+            }
+            OneOrMany::One(t) => t,
+        };
+        let tx = TxEnv {
+            caller: t.sender,
+            gas_limit: u64_sat(t.gas_limit),
+            gas_price: u128::try_from(t.gas_price.unwrap_or_default()).unwrap_or(u128::MAX),
+            kind: match t.to {
+                Some(to) => TxKind::Call(to),
+                None => TxKind::Create,
+            },
+            value: t.value.unwrap_or_default(),
+            data: t.data.unwrap_or_default(),
+            nonce: 0,
+            chain_id: Some(1),
+            ..Default::default()
+        };
+        Ok(Self { name, db, block, tx, codes })
+    }
+
+    /// The configuration fixtures run under: `spec`, nonce checks off (so a fixture can be
+    /// repeated), no EIP-7825 transaction gas cap (fixtures use huge gas limits).
+    pub fn cfg(&self, spec: SpecId) -> CfgEnv {
+        let mut cfg = CfgEnv::new_with_spec(spec);
+        cfg.disable_nonce_check = true;
+        cfg.tx_gas_limit_cap = Some(u64::MAX);
+        cfg
+    }
+}
