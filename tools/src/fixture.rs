@@ -91,6 +91,23 @@ pub struct Fixture {
     pub codes: Vec<Bytes>,
 }
 
+/// One contract of a hand-built fixture (see [`Fixture::synthetic`]).
+#[derive(Clone, Debug)]
+pub struct Contract {
+    /// Where the contract lives.
+    pub address: Address,
+    /// Its runtime code.
+    pub code: Bytes,
+    /// Initial storage.
+    pub storage: Vec<(U256, U256)>,
+}
+
+/// Sender of every synthetic fixture's transaction.
+pub const SYNTHETIC_SENDER: Address = Address::new([
+    0xa9, 0x4f, 0x53, 0x74, 0xfc, 0xe5, 0xed, 0xbc, 0x8e, 0x2a, 0x86, 0x97, 0xc1, 0x53, 0x31, 0x67,
+    0x7e, 0x6e, 0xbf, 0x0b,
+]);
+
 fn u64_sat(v: U256) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
@@ -99,14 +116,23 @@ impl Fixture {
     /// Loads a fixture file.
     pub fn load(path: &Path) -> Result<Self, FixtureError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io { path: p.clone(), source })?;
-        let map: BTreeMap<String, RawFixture> = serde_json::from_str(&text)
-            .map_err(|e| FixtureError::Json { path: p.clone(), msg: e.to_string() })?;
-        let (_, raw) = map
-            .into_iter()
-            .next()
-            .ok_or_else(|| FixtureError::Json { path: p.clone(), msg: "no test in file".into() })?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let map: BTreeMap<String, RawFixture> =
+            serde_json::from_str(&text).map_err(|e| FixtureError::Json {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+        let (_, raw) = map.into_iter().next().ok_or_else(|| FixtureError::Json {
+            path: p.clone(),
+            msg: "no test in file".into(),
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::from_raw(name, raw).map_err(|msg| FixtureError::Json { path: p, msg })
     }
 
@@ -115,6 +141,13 @@ impl Fixture {
         let mut codes = Vec::new();
         for (addr, acc) in raw.pre {
             let code = acc.code.unwrap_or_default();
+            if code.len() > ember_compiler::MAX_CODE_SIZE {
+                return Err(format!(
+                    "account {addr}: code is {} bytes, larger than the {}-byte limit",
+                    code.len(),
+                    ember_compiler::MAX_CODE_SIZE
+                ));
+            }
             if !code.is_empty() && !codes.contains(&code) {
                 codes.push(code.clone());
             }
@@ -128,7 +161,8 @@ impl Fixture {
             };
             db.insert_account_info(addr, info);
             for (k, v) in acc.storage {
-                db.insert_account_storage(addr, k, v).map_err(|e| e.to_string())?;
+                db.insert_account_storage(addr, k, v)
+                    .map_err(|e| e.to_string())?;
             }
         }
         let e = raw.env;
@@ -142,7 +176,10 @@ impl Fixture {
             prevrandao: Some(e.current_random.unwrap_or_default()),
             ..Default::default()
         };
-        block.set_blob_excess_gas_and_price(0, revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE);
+        block.set_blob_excess_gas_and_price(
+            0,
+            revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+        );
         let t = match raw.transaction {
             OneOrMany::Many(mut v) => {
                 if v.is_empty() {
@@ -166,7 +203,92 @@ impl Fixture {
             chain_id: Some(1),
             ..Default::default()
         };
-        Ok(Self { name, db, block, tx, codes })
+        Ok(Self {
+            name,
+            db,
+            block,
+            tx,
+            codes,
+        })
+    }
+
+    /// A fixture built in code: `contracts` in the pre-state, a funded sender, and one call to
+    /// `to` with `calldata` and `gas_limit` (gas price 0, so balances do not change).
+    pub fn synthetic(
+        name: &str,
+        contracts: &[Contract],
+        to: Address,
+        calldata: Bytes,
+        gas_limit: u64,
+    ) -> Self {
+        let mut db = CacheDB::new(EmptyDB::default());
+        let mut codes = Vec::new();
+        db.insert_account_info(
+            SYNTHETIC_SENDER,
+            AccountInfo {
+                balance: U256::from(10u64).pow(U256::from(24u64)),
+                ..Default::default()
+            },
+        );
+        for c in contracts {
+            if !c.code.is_empty() && !codes.contains(&c.code) {
+                codes.push(c.code.clone());
+            }
+            let bytecode = Bytecode::new_raw(c.code.clone());
+            let info = AccountInfo {
+                code_hash: bytecode.hash_slow(),
+                code: Some(bytecode),
+                ..Default::default()
+            };
+            db.insert_account_info(c.address, info);
+            for &(k, v) in &c.storage {
+                // Inserting into a CacheDB over EmptyDB cannot fail (the account exists).
+                let _ = db.insert_account_storage(c.address, k, v);
+            }
+        }
+        let mut block = BlockEnv {
+            number: U256::from(1u64),
+            timestamp: U256::from(1_700_000_000u64),
+            gas_limit: u64::MAX,
+            prevrandao: Some(B256::ZERO),
+            ..Default::default()
+        };
+        block.set_blob_excess_gas_and_price(
+            0,
+            revm::primitives::eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+        );
+        let tx = TxEnv {
+            caller: SYNTHETIC_SENDER,
+            gas_limit,
+            gas_price: 0,
+            kind: TxKind::Call(to),
+            data: calldata,
+            nonce: 0,
+            chain_id: Some(1),
+            ..Default::default()
+        };
+        Self {
+            name: name.to_string(),
+            db,
+            block,
+            tx,
+            codes,
+        }
+    }
+
+    /// Addresses in the pre-state whose code is `code` (for reports).
+    pub fn addresses_of(&self, code: &[u8]) -> Vec<Address> {
+        let hash = revm::primitives::keccak256(code);
+        let mut v: Vec<Address> = self
+            .db
+            .cache
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.info.code_hash == hash)
+            .map(|(addr, _)| *addr)
+            .collect();
+        v.sort();
+        v
     }
 
     /// The configuration fixtures run under: `spec`, nonce checks off (so a fixture can be

@@ -1,5 +1,8 @@
-//! Library side of the `ember` tool: fixture loading and execution helpers shared by the CLI,
-//! tests and benchmarks.
+//! Library side of the `ember` tool: fixture loading, execution, benchmarking and input helpers
+//! shared by the CLI, tests and benchmarks.
 
+pub mod bench;
+pub mod embedded;
 pub mod exec;
 pub mod fixture;
+pub mod input;

@@ -1,16 +1,25 @@
-//! The `ember` command-line tool.
+//! The `ember` command-line tool: run, benchmark, analyse and inspect EVM bytecode with Ember.
+//!
+//! Every failure ends in one `error: ...` line on stderr and a non-zero exit status.
 
 use clap::{Parser, Subcommand};
 use ember_compiler::{JitRegistry, OptLevel};
+use ember_tools::bench::{self, BenchConfig, BenchResult};
 use ember_tools::exec::{self, Mode};
 use ember_tools::fixture::Fixture;
+use ember_tools::{embedded, input};
 use revm::primitives::hardfork::SpecId;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "ember", version, about = "Ember: EVM JIT/AOT compiler toolchain")]
+#[command(
+    name = "ember",
+    version,
+    about = "Ember: an EVM JIT compiler on LLVM, plugged into revm"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -38,68 +47,425 @@ enum Cmd {
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
     },
+    /// Interpreter vs JIT time per call, with a result check, for fixtures.
+    ///
+    /// With no FIXTURE, benchmarks every *.json in $EMBER_BENCH_DIR (default
+    /// ../shared/bench/revmc), or the embedded programs when that is missing.
+    Bench {
+        /// Fixture files or directories of fixtures.
+        fixtures: Vec<PathBuf>,
+        /// Benchmark the embedded programs (fibonacci, keccak and storage loops).
+        #[arg(long)]
+        embedded: bool,
+        /// Print a JSON array (name, interp_ns, jit_ns, ratio, compile_ms) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Measure exactly N calls per mode (instead of a time budget).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: Option<u32>,
+        /// Time budget per mode per fixture, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0.5, value_parser = parse_budget)]
+        time: f64,
+        /// Fewest measured calls per mode under the time budget.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        min_iters: u32,
+        /// LLVM optimisation level (0-3).
+        #[arg(long, default_value = "2")]
+        opt: OptLevel,
+        /// Fork to run under.
+        #[arg(long, default_value = "cancun", value_parser = parse_spec)]
+        spec: SpecId,
+    },
+    /// Print Ember's analysis of a contract: blocks, gas/stack sections, resolved jumps, stats.
+    Analyze {
+        /// Hex bytecode (0x optional), a file holding hex or raw bytes, a fixture JSON, or -.
+        code: String,
+        /// Fork to analyse for.
+        #[arg(long, default_value = "cancun", value_parser = parse_spec)]
+        spec: SpecId,
+    },
+    /// Print the optimised LLVM IR Ember generates for a contract.
+    Ir {
+        /// Hex bytecode (0x optional), a file holding hex or raw bytes, a fixture JSON, or -.
+        code: String,
+        /// LLVM optimisation level (0-3).
+        #[arg(long, default_value = "2")]
+        opt: OptLevel,
+        /// Fork to compile for.
+        #[arg(long, default_value = "cancun", value_parser = parse_spec)]
+        spec: SpecId,
+    },
 }
 
+/// Accepts fork names case-insensitively (`cancun`, `Prague`, `paris`, ...).
 fn parse_spec(s: &str) -> Result<SpecId, String> {
-    let mut c = s.chars();
-    let title: String = match c.next() {
-        Some(f) => f.to_uppercase().chain(c.flat_map(|x| x.to_lowercase())).collect(),
-        None => String::new(),
+    let want = s.trim().to_ascii_lowercase();
+    let alias = match want.as_str() {
+        "paris" => "merge",
+        "spuriousdragon" | "spurious_dragon" => "spurious",
+        "tangerinewhistle" => "tangerine",
+        other => other,
     };
-    title.parse::<SpecId>().map_err(|_| format!("unknown fork {s:?}"))
+    (0..=u8::MAX)
+        .filter_map(SpecId::try_from_u8)
+        .find(|id| <&'static str>::from(*id).eq_ignore_ascii_case(alias))
+        .ok_or_else(|| format!("unknown fork {s:?}"))
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("invalid time budget {s:?} (seconds, > 0)")),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Last line of defence: a bug must still end in one `error:` line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error (please report): {}{at}",
+            msg.replace('\n', " ")
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("error: {first} (see ember --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.replace('\n', " "));
             ExitCode::from(2)
         }
     }
 }
 
+/// Writes `text` to stdout; a closed pipe (`ember ir ... | head`) is not an error.
+fn emit(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write output: {e}")),
+    }
+}
+
+/// Refuses forks the compiler does not support, before any work.
+fn check_spec(spec: SpecId) -> Result<(), String> {
+    ember_compiler::check_input(&[], spec).map_err(|e| e.to_string())
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
-        Cmd::Run { fixture, mode, repeat, check, opt, spec } => {
-            let fx = Fixture::load(&fixture).map_err(|e| e.to_string())?;
-            let mut reg = JitRegistry::new(opt).map_err(|e| e.to_string())?;
-            if mode == Mode::Jit {
-                let t = Instant::now();
-                for e in exec::compile_fixture(&fx, spec, &mut reg) {
-                    eprintln!("warning: not compiled (runs in the interpreter): {e}");
-                }
-                println!("compile: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
-            }
-            let once = || match mode {
-                Mode::Interp => exec::run_interp(&fx, spec),
-                Mode::Jit => exec::run_with(&fx, spec, &reg),
+        Cmd::Run {
+            fixture,
+            mode,
+            repeat,
+            check,
+            opt,
+            spec,
+        } => cmd_run(&fixture, mode, repeat, check, opt, spec),
+        Cmd::Bench {
+            fixtures,
+            embedded,
+            json,
+            repeat,
+            time,
+            min_iters,
+            opt,
+            spec,
+        } => {
+            check_spec(spec)?;
+            let cfg = BenchConfig {
+                spec,
+                opt,
+                budget: Duration::from_secs_f64(time),
+                min_iterations: min_iters,
+                iterations: repeat,
             };
-            let out = once()?;
-            let t = Instant::now();
-            for _ in 1..repeat.max(1) {
-                once()?;
-            }
-            let per = if repeat > 1 { t.elapsed() / (repeat - 1) } else { t.elapsed() };
-            let r = &out.result.result;
-            println!("status: {}", exec::status(r));
-            println!("gas used: {}", r.tx_gas_used());
-            println!("output: 0x{}", hex::encode(r.output().cloned().unwrap_or_default()));
-            println!("frames: {} native, {} interpreted", out.native_runs, out.interpreted_runs);
-            if repeat > 1 {
-                println!("time per call: {:.3} us", per.as_secs_f64() * 1e6);
-            }
-            if check {
-                let i = exec::run_interp(&fx, spec)?;
-                let d = exec::diff(&i.result, &out.result);
-                if !d.is_empty() {
-                    println!("DIFFERENCE (interpreter vs {mode:?}):\n{d}");
-                    return Ok(ExitCode::FAILURE);
+            cmd_bench(fixtures, embedded, json, &cfg)
+        }
+        Cmd::Analyze { code, spec } => {
+            check_spec(spec)?;
+            let inputs = input::read_code(&code)?;
+            let multi = inputs.len() > 1 || !inputs[0].label.is_empty();
+            let mut text = String::new();
+            for c in &inputs {
+                let a =
+                    ember_compiler::analyze(&c.code, spec).map_err(|e| label_err(&c.label, e))?;
+                if multi {
+                    text.push_str(&format!("=== contract {} ===\n", c.label));
                 }
-                println!("check: identical to the interpreter");
+                text.push_str(&a.to_string());
+                if multi {
+                    text.push('\n');
+                }
             }
+            emit(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ir { code, opt, spec } => {
+            check_spec(spec)?;
+            let inputs = input::read_code(&code)?;
+            let multi = inputs.len() > 1 || !inputs[0].label.is_empty();
+            let mut text = String::new();
+            for c in &inputs {
+                let ir = ember_compiler::jit::emit_ir(&c.code, spec, opt)
+                    .map_err(|e| label_err(&c.label, e))?;
+                if multi {
+                    text.push_str(&format!("; === contract {} ===\n", c.label));
+                }
+                text.push_str(&ir);
+            }
+            emit(&text)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn label_err(label: &str, e: impl std::fmt::Display) -> String {
+    if label.is_empty() {
+        e.to_string()
+    } else {
+        format!("contract {label}: {e}")
+    }
+}
+
+fn cmd_run(
+    fixture: &std::path::Path,
+    mode: Mode,
+    repeat: u32,
+    check: bool,
+    opt: OptLevel,
+    spec: SpecId,
+) -> Result<ExitCode, String> {
+    let fx = Fixture::load(fixture).map_err(|e| e.to_string())?;
+    let mut reg = None;
+    if mode == Mode::Jit {
+        check_spec(spec)?;
+        let mut r = JitRegistry::new(opt).map_err(|e| e.to_string())?;
+        let report = exec::compile_fixture_report(&fx, spec, &mut r);
+        println!(
+            "compile: {} contract(s) in {:.1} ms at {opt:?}",
+            report.compiled,
+            report.time.as_secs_f64() * 1e3
+        );
+        if !report.failures.is_empty() {
+            println!(
+                "not compiled ({}), these run in the interpreter:",
+                report.failures.len()
+            );
+            for f in &report.failures {
+                println!("  {f}");
+            }
+        }
+        reg = Some(r);
+    }
+    let once = || match &reg {
+        Some(r) => exec::run_with(&fx, spec, r),
+        None => exec::run_interp(&fx, spec),
+    };
+    let out = once()?;
+    let t = Instant::now();
+    for _ in 1..repeat.max(1) {
+        once()?;
+    }
+    let per = if repeat > 1 {
+        t.elapsed() / (repeat - 1)
+    } else {
+        t.elapsed()
+    };
+    let r = &out.result.result;
+    println!("status: {}", exec::status(r));
+    println!("gas used: {}", r.tx_gas_used());
+    println!(
+        "output: 0x{}",
+        hex::encode(r.output().cloned().unwrap_or_default())
+    );
+    match mode {
+        Mode::Interp => println!("frames: {} interpreted (--mode interp)", out.interpreted_runs),
+        Mode::Jit if out.interpreted_runs == 0 => println!("frames: {} native, 0 interpreted", out.native_runs),
+        Mode::Jit => println!(
+            "frames: {} native, {} interpreted (FALLBACK: initcode/create frames or contracts not compiled ran in \
+             the interpreter)",
+            out.native_runs, out.interpreted_runs
+        ),
+    }
+    if repeat > 1 {
+        println!(
+            "time per call: {:.3} us (mean of {} calls after the first)",
+            per.as_secs_f64() * 1e6,
+            repeat - 1
+        );
+    }
+    if check {
+        let i = exec::run_interp(&fx, spec)?;
+        let d = exec::diff(&i.result, &out.result);
+        if !d.is_empty() {
+            println!("DIFFERENCE (interpreter vs {mode:?}):\n{d}");
+            eprintln!("error: {} differs from the interpreter", fx.name);
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("check: identical to the interpreter");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fixtures `ember bench` runs, in order.
+fn bench_fixtures(
+    paths: Vec<PathBuf>,
+    embedded: bool,
+) -> Result<Vec<Result<Fixture, String>>, String> {
+    let mut out: Vec<Result<Fixture, String>> = Vec::new();
+    if embedded {
+        out.extend(embedded::all().into_iter().map(Ok));
+    }
+    let mut files = Vec::new();
+    if paths.is_empty() && !embedded {
+        match bench::default_dir() {
+            Ok(dir) => {
+                eprintln!("fixtures: {}", dir.display());
+                files = bench::fixtures_in(&dir)?;
+                if files.is_empty() {
+                    return Err(format!("no *.json fixtures in {}", dir.display()));
+                }
+            }
+            Err(missing) => {
+                eprintln!(
+                    "WARNING: benchmark fixtures not found at {} (set {} to a directory of fixture JSON files).",
+                    missing.display(),
+                    bench::BENCH_DIR_ENV
+                );
+                eprintln!("WARNING: falling back to Ember's embedded programs.");
+                out.extend(embedded::all().into_iter().map(Ok));
+            }
+        }
+    }
+    for p in paths {
+        if p.is_dir() {
+            files.extend(bench::fixtures_in(&p)?);
+        } else {
+            files.push(p);
+        }
+    }
+    out.extend(
+        files
+            .iter()
+            .map(|f| Fixture::load(f).map_err(|e| e.to_string())),
+    );
+    Ok(out)
+}
+
+fn cmd_bench(
+    paths: Vec<PathBuf>,
+    embedded: bool,
+    json: bool,
+    cfg: &BenchConfig,
+) -> Result<ExitCode, String> {
+    let fixtures = bench_fixtures(paths, embedded)?;
+    let mut results: Vec<BenchResult> = Vec::new();
+    let mut failed = 0usize;
+    let mut mismatches = Vec::new();
+    if !json {
+        let how = match cfg.iterations {
+            Some(n) => format!("{n} calls per mode"),
+            None => format!(
+                "median over >= {:.2} s and >= {} calls per mode",
+                cfg.budget.as_secs_f64(),
+                cfg.min_iterations
+            ),
+        };
+        println!("ember bench: spec {:?}, opt {:?}, {how}", cfg.spec, cfg.opt);
+        println!("{}", bench::table_header());
+    }
+    for fx in fixtures {
+        let fx = match fx {
+            Ok(fx) => fx,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let r = match bench::bench_fixture(&fx, cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {}: {e}", fx.name);
+                failed += 1;
+                continue;
+            }
+        };
+        for f in &r.compile_failures {
+            eprintln!(
+                "warning: {}: not compiled, runs in the interpreter: {f}",
+                r.name
+            );
+        }
+        if !r.mismatch.is_empty() {
+            eprintln!(
+                "MISMATCH: {}: the JIT result differs from the interpreter's:",
+                r.name
+            );
+            for line in r.mismatch.lines() {
+                eprintln!("MISMATCH:   {line}");
+            }
+            mismatches.push(r.name.clone());
+        }
+        if !json {
+            println!("{}", bench::table_row(&r));
+        }
+        results.push(r);
+    }
+    if json {
+        let arr: Vec<serde_json::Value> = results.iter().map(BenchResult::to_json).collect();
+        let text = serde_json::to_string_pretty(&arr).map_err(|e| e.to_string())?;
+        emit(&(text + "\n"))?;
+    } else if !results.is_empty() {
+        println!(
+            "geometric mean ratio: {:.2}x over {} fixture(s)",
+            bench::geomean_ratio(&results),
+            results.len()
+        );
+    }
+    if !mismatches.is_empty() {
+        eprintln!(
+            "error: {} fixture(s) where the JIT differs from the interpreter: {}",
+            mismatches.len(),
+            mismatches.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} fixture(s) could not be benchmarked");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
