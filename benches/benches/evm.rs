@@ -50,7 +50,7 @@ fn per_call(c: &mut Criterion) {
 fn compile(c: &mut Criterion) {
     let mut contracts: Vec<(String, Vec<u8>)> = embedded::PROGRAMS
         .iter()
-        .take(1)
+        .take(2)
         .map(|p| (p.name.to_string(), p.code().to_vec()))
         .collect();
     for fx in revmc_fixtures(COMPILE_FIXTURES) {

@@ -15,7 +15,7 @@ pub const REVMC_FIXTURES: &[&str] = &[
 ];
 
 /// revmc fixtures whose compile time is measured when the shared data is present.
-pub const COMPILE_FIXTURES: &[&str] = &["erc20_transfer", "snailtracer"];
+pub const COMPILE_FIXTURES: &[&str] = &["factorial", "hash_10k"];
 
 /// Loads the named fixtures from the benchmark directory; prints a warning and returns none
 /// when the directory is missing, and skips (with a warning) any that fail to load.

@@ -287,3 +287,45 @@ pub fn geomean_ratio(results: &[BenchResult]) -> f64 {
     }
     (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benches_an_embedded_program() {
+        let fx = crate::embedded::by_name("storage_loop")
+            .expect("exists")
+            .fixture();
+        let cfg = BenchConfig {
+            iterations: Some(2),
+            ..Default::default()
+        };
+        let r = bench_fixture(&fx, &cfg).expect("runs");
+        assert_eq!(r.mismatch, "");
+        assert!(r.interp_ns > 0.0 && r.jit_ns > 0.0 && r.compile_ms > 0.0);
+        assert_eq!((r.interp_iterations, r.jit_iterations), (2, 2));
+        assert_eq!((r.native_frames, r.interpreted_frames), (1, 0));
+        let json = r.to_json();
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want = vec!["name", "interp_ns", "jit_ns", "ratio", "compile_ms"];
+        want.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, want);
+        assert!(table_row(&r).contains("storage_loop"));
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ns(12.0), "12 ns");
+        assert_eq!(human_ns(1500.0), "1.50 us");
+        assert_eq!(human_ns(2.5e6), "2.50 ms");
+        assert_eq!(human_ns(3e9), "3.00 s");
+    }
+}

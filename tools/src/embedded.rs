@@ -197,6 +197,7 @@ pub fn by_name(name: &str) -> Option<&'static Program> {
 mod tests {
     use super::*;
     use crate::exec;
+    use ember_compiler::{JitRegistry, OptLevel};
     use revm::context_interface::result::ExecutionResult;
     use revm::primitives::{hardfork::SpecId, keccak256};
 
@@ -247,5 +248,24 @@ mod tests {
         let (out, gas) = run(by_name("storage_loop").unwrap());
         assert_eq!(out, U256::from(slot0));
         assert!(gas > 1_000_000, "gas {gas}");
+    }
+
+    #[test]
+    fn jit_matches_interpreter() {
+        for p in PROGRAMS {
+            let fx = p.fixture();
+            let mut reg = JitRegistry::new(OptLevel::O2).expect("LLVM");
+            let errs = exec::compile_fixture(&fx, SpecId::CANCUN, &mut reg);
+            assert!(errs.is_empty(), "{}: {errs:?}", p.name);
+            let want = exec::run_interp(&fx, SpecId::CANCUN).expect("interpreter");
+            let got = exec::run_with(&fx, SpecId::CANCUN, &reg).expect("jit");
+            assert_eq!(exec::diff(&want.result, &got.result), "", "{}", p.name);
+            assert_eq!(
+                (got.native_runs, got.interpreted_runs),
+                (1, 0),
+                "{}",
+                p.name
+            );
+        }
     }
 }

@@ -148,10 +148,12 @@ impl Fixture {
                     ember_compiler::MAX_CODE_SIZE
                 ));
             }
-            if !code.is_empty() && !codes.contains(&code) {
-                codes.push(code.clone());
+            let bytecode = Bytecode::new_raw_checked(code.clone())
+                .map_err(|e| format!("account {addr}: invalid code: {e}"))?;
+            // EIP-7702 delegation designators are not executed themselves.
+            if !code.is_empty() && !bytecode.is_eip7702() && !codes.contains(&code) {
+                codes.push(code);
             }
-            let bytecode = Bytecode::new_raw(code);
             let info = AccountInfo {
                 balance: acc.balance.unwrap_or_default(),
                 nonce: u64_sat(acc.nonce.unwrap_or_default()),
@@ -231,10 +233,12 @@ impl Fixture {
             },
         );
         for c in contracts {
-            if !c.code.is_empty() && !codes.contains(&c.code) {
+            // Arbitrary bytes (even a malformed 0xef01 prefix) are accepted as legacy code.
+            let bytecode = Bytecode::new_raw_checked(c.code.clone())
+                .unwrap_or_else(|_| Bytecode::new_legacy(c.code.clone()));
+            if !c.code.is_empty() && !bytecode.is_eip7702() && !codes.contains(&c.code) {
                 codes.push(c.code.clone());
             }
-            let bytecode = Bytecode::new_raw(c.code.clone());
             let info = AccountInfo {
                 code_hash: bytecode.hash_slow(),
                 code: Some(bytecode),

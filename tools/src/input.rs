@@ -95,6 +95,9 @@ pub fn read_code(arg: &str) -> Result<Vec<CodeInput>, String> {
             .map_err(|e| format!("cannot read standard input: {e}"))?;
         return from_contents("standard input", bytes);
     }
+    if arg.trim().is_empty() {
+        return Err("empty bytecode argument (give hex, a file, or -)".into());
+    }
     let path = Path::new(arg);
     if path.is_dir() {
         return Err(format!("{arg} is a directory, not bytecode"));
