@@ -6,3 +6,4 @@ pub mod embedded;
 pub mod exec;
 pub mod fixture;
 pub mod input;
+pub mod program;
