@@ -52,7 +52,7 @@ enum Cmd {
     /// With no FIXTURE, benchmarks every *.json in $EMBER_BENCH_DIR (default
     /// ../shared/bench/revmc), or the embedded programs when that is missing.
     Bench {
-        /// Fixture files or directories of fixtures.
+        /// Fixture files, directories of fixtures, or names of embedded programs.
         fixtures: Vec<PathBuf>,
         /// Benchmark the embedded programs (fibonacci, keccak and storage loops).
         #[arg(long)]
@@ -339,23 +339,24 @@ fn cmd_run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The fixtures `ember bench` runs, in order.
-fn bench_fixtures(
-    paths: Vec<PathBuf>,
-    embedded: bool,
-) -> Result<Vec<Result<Fixture, String>>, String> {
-    let mut out: Vec<Result<Fixture, String>> = Vec::new();
+/// The fixtures `ember bench` runs, in order, all loaded before anything is measured (a bad
+/// file is an error up front). A FIXTURE argument that is not a path may name an embedded
+/// program.
+fn bench_fixtures(paths: Vec<PathBuf>, embedded: bool) -> Result<Vec<Fixture>, String> {
+    let mut out = Vec::new();
     if embedded {
-        out.extend(embedded::all().into_iter().map(Ok));
+        out.extend(embedded::all());
     }
-    let mut files = Vec::new();
     if paths.is_empty() && !embedded {
         match bench::default_dir() {
             Ok(dir) => {
                 eprintln!("fixtures: {}", dir.display());
-                files = bench::fixtures_in(&dir)?;
+                let files = bench::fixtures_in(&dir)?;
                 if files.is_empty() {
                     return Err(format!("no *.json fixtures in {}", dir.display()));
+                }
+                for f in files {
+                    out.push(Fixture::load(&f).map_err(|e| e.to_string())?);
                 }
             }
             Err(missing) => {
@@ -365,22 +366,25 @@ fn bench_fixtures(
                     bench::BENCH_DIR_ENV
                 );
                 eprintln!("WARNING: falling back to Ember's embedded programs.");
-                out.extend(embedded::all().into_iter().map(Ok));
+                out.extend(embedded::all());
             }
         }
     }
     for p in paths {
         if p.is_dir() {
-            files.extend(bench::fixtures_in(&p)?);
+            for f in bench::fixtures_in(&p)? {
+                out.push(Fixture::load(&f).map_err(|e| e.to_string())?);
+            }
+        } else if let Some(prog) = p
+            .to_str()
+            .filter(|_| !p.exists())
+            .and_then(embedded::by_name)
+        {
+            out.push(prog.fixture());
         } else {
-            files.push(p);
+            out.push(Fixture::load(&p).map_err(|e| e.to_string())?);
         }
     }
-    out.extend(
-        files
-            .iter()
-            .map(|f| Fixture::load(f).map_err(|e| e.to_string())),
-    );
     Ok(out)
 }
 
@@ -407,14 +411,6 @@ fn cmd_bench(
         println!("{}", bench::table_header());
     }
     for fx in fixtures {
-        let fx = match fx {
-            Ok(fx) => fx,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
-                continue;
-            }
-        };
         let r = match bench::bench_fixture(&fx, cfg) {
             Ok(r) => r,
             Err(e) => {
