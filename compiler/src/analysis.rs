@@ -393,7 +393,11 @@ fn const_top(insts: &[Inst]) -> AVal {
             }
             _ if (op::DUP1..=op::DUP16).contains(&o) => {
                 let n = (o - op::DUP1 + 1) as usize;
-                let v = if st.len() >= n { st[st.len() - n] } else { AVal::Unknown };
+                let v = if st.len() >= n {
+                    st[st.len() - n]
+                } else {
+                    AVal::Unknown
+                };
                 st.push(v);
             }
             _ if (op::SWAP1..=op::SWAP16).contains(&o) => {
@@ -470,7 +474,13 @@ impl fmt::Display for Analysis {
                 )?;
                 for inst in &self.insts[sec.first..=sec.last] {
                     if opcodes::immediate_size(inst.op) > 0 {
-                        writeln!(f, "    {:#06x} {} {:#x}", inst.pc, opcodes::name(inst.op), inst.imm)?;
+                        writeln!(
+                            f,
+                            "    {:#06x} {} {:#x}",
+                            inst.pc,
+                            opcodes::name(inst.op),
+                            inst.imm
+                        )?;
                     } else {
                         writeln!(f, "    {:#06x} {}", inst.pc, opcodes::name(inst.op))?;
                     }

@@ -18,7 +18,9 @@ use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{FunctionType, IntType, PointerType};
-use inkwell::values::{BasicValue, BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, ValueKind};
+use inkwell::values::{
+    BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, ValueKind,
+};
 use inkwell::{AddressSpace, IntPredicate};
 use revm::bytecode::opcode as op;
 use revm::interpreter::InstructionResult as IR;
@@ -74,6 +76,8 @@ pub(crate) struct FnCodegen<'a, 'ctx> {
     bbs: Vec<Option<BasicBlock<'ctx>>>,
     dispatch: Option<BasicBlock<'ctx>>,
     invalid_jump: Option<BasicBlock<'ctx>>,
+    /// Shared tail returning a builtin's non-zero status.
+    ret_tail: Option<(BasicBlock<'ctx>, inkwell::values::PhiValue<'ctx>)>,
     op_fn_ty: FunctionType<'ctx>,
     fail_fn_ty: FunctionType<'ctx>,
     arith_fn_ty: FunctionType<'ctx>,
@@ -92,13 +96,21 @@ pub(crate) fn translate<'ctx>(
     let f = module.add_function(name, fn_ty, Some(Linkage::External));
     // The context pointer never aliases anything else the function touches through other
     // pointers it derives itself.
-    let noalias = cx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("noalias"), 0);
+    let noalias = cx.create_enum_attribute(
+        inkwell::attributes::Attribute::get_named_enum_kind_id("noalias"),
+        0,
+    );
     f.add_attribute(inkwell::attributes::AttributeLoc::Param(0), noalias);
-    let nounwind = cx.create_enum_attribute(inkwell::attributes::Attribute::get_named_enum_kind_id("nounwind"), 0);
+    let nounwind = cx.create_enum_attribute(
+        inkwell::attributes::Attribute::get_named_enum_kind_id("nounwind"),
+        0,
+    );
     f.add_attribute(inkwell::attributes::AttributeLoc::Function, nounwind);
     let i32t = cx.i32_type();
     let i64t = cx.i64_type();
-    let w = cx.custom_width_int_type(NonZeroU32::new(256).unwrap()).map_err(|e| CompileError::Llvm(e.to_string()))?;
+    let w = cx
+        .custom_width_int_type(NonZeroU32::new(256).unwrap())
+        .map_err(|e| CompileError::Llvm(e.to_string()))?;
     let mut g = FnCodegen {
         cx,
         module,
@@ -118,8 +130,9 @@ pub(crate) fn translate<'ctx>(
         bbs: Vec::new(),
         dispatch: None,
         invalid_jump: None,
+        ret_tail: None,
         op_fn_ty: i8t.fn_type(&[ptr.into(), i32t.into(), i32t.into()], false),
-        fail_fn_ty: i8t.fn_type(&[ptr.into(), i32t.into(), i32t.into()], false),
+        fail_fn_ty: i8t.fn_type(&[ptr.into(), i32t.into(), i32t.into(), i64t.into()], false),
         arith_fn_ty: cx.void_type().fn_type(&[ptr.into()], false),
     };
     g.emit()?;
@@ -209,7 +222,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.b.position_at_end(d);
         let t = llvm(self.b.build_load(self.w, self.jump_slot, "t"))?.into_int_value();
         let limit = self.w.const_int(self.a.code_len as u64, false);
-        let in_range = llvm(self.b.build_int_compare(IntPredicate::ULT, t, limit, "in_range"))?;
+        let in_range = llvm(
+            self.b
+                .build_int_compare(IntPredicate::ULT, t, limit, "in_range"),
+        )?;
         let sw = self.cx.append_basic_block(self.f, "dispatch_switch");
         llvm(self.b.build_conditional_branch(in_range, sw, ij))?;
         self.b.position_at_end(sw);
@@ -218,7 +234,9 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             .a
             .jumpdests
             .iter()
-            .filter_map(|(pc, bi)| self.bbs[*bi].map(|bb| (self.i32t.const_int(*pc as u64, false), bb)))
+            .filter_map(|(pc, bi)| {
+                self.bbs[*bi].map(|bb| (self.i32t.const_int(*pc as u64, false), bb))
+            })
             .collect();
         llvm(self.b.build_switch(t32, ij, &cases))?;
         Ok(())
@@ -273,20 +291,34 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
     }
 
     fn ret_code(&self, code: u8) -> R<()> {
-        llvm(self.b.build_return(Some(&self.i8t.const_int(code as u64, false))))?;
+        llvm(
+            self.b
+                .build_return(Some(&self.i8t.const_int(code as u64, false))),
+        )?;
         Ok(())
     }
 
     // ---- stack --------------------------------------------------------------------------
 
     fn slot(&self, vs: &VStack<'ctx>, off: i64) -> R<PointerValue<'ctx>> {
-        let idx = llvm(self.b.build_int_add(vs.h, self.i64t.const_int(off as u64, true), "idx"))?;
+        let idx = llvm(
+            self.b
+                .build_int_add(vs.h, self.i64t.const_int(off as u64, true), "idx"),
+        )?;
         // SAFETY (of the IR): section checks guarantee 0 <= h + off < STACK_LIMIT.
-        unsafe { llvm(self.b.build_in_bounds_gep(self.w, self.stack_base, &[idx], "slot")) }
+        unsafe {
+            llvm(
+                self.b
+                    .build_in_bounds_gep(self.w, self.stack_base, &[idx], "slot"),
+            )
+        }
     }
 
     fn height(&self, vs: &VStack<'ctx>) -> R<IntValue<'ctx>> {
-        llvm(self.b.build_int_add(vs.h, self.i64t.const_int(vs.cur as u64, true), "height"))
+        llvm(
+            self.b
+                .build_int_add(vs.h, self.i64t.const_int(vs.cur as u64, true), "height"),
+        )
     }
 
     fn load_word(&self, p: PointerValue<'ctx>) -> R<IntValue<'ctx>> {
@@ -309,10 +341,9 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         if let Some(v) = vs.dirty.get(&off) {
             return Ok(*v);
         }
-        let v = self.load_word(self.slot(vs, off)?)?;
-        // Cache the loaded value: it equals memory until something overwrites the slot.
-        vs.dirty.insert(off, v);
-        Ok(v)
+        // Not cached: a reload is cheap, while long-lived SSA copies of deep stack words
+        // inflate register pressure on large blocks.
+        self.load_word(self.slot(vs, off)?)
     }
 
     fn pop(&self, vs: &mut VStack<'ctx>) -> R<IntValue<'ctx>> {
@@ -345,6 +376,42 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         Ok(())
     }
 
+    /// Snapshot of the live virtual-stack values (offset, value).
+    fn live_values(&self, vs: &VStack<'ctx>) -> Vec<(i64, IntValue<'ctx>)> {
+        vs.dirty.range(..vs.cur).map(|(o, v)| (*o, *v)).collect()
+    }
+
+    /// In a slow path after a builtin call: reload the words of `live` from memory, so no SSA
+    /// stack value is live across the call (values live across calls in large functions make
+    /// register allocation superlinear).
+    fn reload_live(
+        &self,
+        vs: &VStack<'ctx>,
+        live: &[(i64, IntValue<'ctx>)],
+    ) -> R<Vec<IntValue<'ctx>>> {
+        live.iter()
+            .map(|(o, _)| self.load_word(self.slot(vs, *o)?))
+            .collect()
+    }
+
+    /// At a join of a fast path (values in `live`) and a slow path (values in `reloaded`):
+    /// phis for every live word.
+    fn merge_live(
+        &self,
+        vs: &mut VStack<'ctx>,
+        live: &[(i64, IntValue<'ctx>)],
+        fast_end: BasicBlock<'ctx>,
+        reloaded: &[IntValue<'ctx>],
+        slow_end: BasicBlock<'ctx>,
+    ) -> R<()> {
+        for ((off, v), r) in live.iter().zip(reloaded) {
+            let phi = llvm(self.b.build_phi(self.w, "sv"))?;
+            phi.add_incoming(&[(v, fast_end), (r, slow_end)]);
+            vs.dirty.insert(*off, phi.as_basic_value().into_int_value());
+        }
+        Ok(())
+    }
+
     fn w_const(&self, v: U256) -> IntValue<'ctx> {
         self.w.const_int_arbitrary_precision(v.as_limbs())
     }
@@ -354,7 +421,8 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
     }
 
     fn intrinsic(&self, name: &str) -> R<FunctionValue<'ctx>> {
-        let i = Intrinsic::find(name).ok_or_else(|| CompileError::Llvm(format!("no intrinsic {name}")))?;
+        let i = Intrinsic::find(name)
+            .ok_or_else(|| CompileError::Llvm(format!("no intrinsic {name}")))?;
         i.get_declaration(self.module, &[self.w.into()])
             .ok_or_else(|| CompileError::Llvm(format!("no declaration for {name}")))
     }
@@ -378,7 +446,11 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let blk = &a.blocks[bi];
         self.b.position_at_end(self.bbs[bi].unwrap());
         let h = self.load_i64(self.len_slot)?;
-        let mut vs = VStack { h, cur: 0, dirty: BTreeMap::new() };
+        let mut vs = VStack {
+            h,
+            cur: 0,
+            dirty: BTreeMap::new(),
+        };
         for sec in &blk.sections {
             self.emit_section_check(&mut vs, sec)?;
             for idx in sec.first..=sec.last {
@@ -409,7 +481,12 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
                 let len = self.height(&vs)?;
                 llvm(self.b.build_store(self.len_slot, len))?;
                 let dest = self.jump_dest(t, target)?;
-                let c = llvm(self.b.build_int_compare(IntPredicate::NE, cond, self.w.const_zero(), "c"))?;
+                let c = llvm(self.b.build_int_compare(
+                    IntPredicate::NE,
+                    cond,
+                    self.w.const_zero(),
+                    "c",
+                ))?;
                 let fall = match next {
                     Some(n) => n,
                     None => {
@@ -472,16 +549,27 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
     fn emit_section_check(&mut self, vs: &mut VStack<'ctx>, sec: &Section) -> R<()> {
         let gas = self.load_i64(self.gas_slot)?;
         let g = self.i64t.const_int(sec.gas, false);
-        let mut ok = llvm(self.b.build_int_compare(IntPredicate::UGE, gas, g, "gas_ok"))?;
+        let mut ok = llvm(
+            self.b
+                .build_int_compare(IntPredicate::UGE, gas, g, "gas_ok"),
+        )?;
         let height = self.height(vs)?;
         if sec.stack_req > 0 {
             let r = self.i64t.const_int(sec.stack_req, false);
-            let c = llvm(self.b.build_int_compare(IntPredicate::UGE, height, r, "under_ok"))?;
+            let c = llvm(
+                self.b
+                    .build_int_compare(IntPredicate::UGE, height, r, "under_ok"),
+            )?;
             ok = llvm(self.b.build_and(ok, c, "ok"))?;
         }
         if sec.stack_max > 0 {
-            let lim = self.i64t.const_int(STACK_LIMIT - sec.stack_max as u64, false);
-            let c = llvm(self.b.build_int_compare(IntPredicate::ULE, height, lim, "over_ok"))?;
+            let lim = self
+                .i64t
+                .const_int(STACK_LIMIT - sec.stack_max as u64, false);
+            let c = llvm(
+                self.b
+                    .build_int_compare(IntPredicate::ULE, height, lim, "over_ok"),
+            )?;
             ok = llvm(self.b.build_and(ok, c, "ok"))?;
         }
         // Constant-true checks are folded by the builder; skip the branch entirely.
@@ -495,19 +583,22 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let br = llvm(self.b.build_conditional_branch(ok, cont, fail))?;
         self.set_likely(br)?;
         self.b.position_at_end(fail);
-        self.store_dirty(vs)?;
+        // Words between the entry height and the current height may not have been written
+        // back; report only the part of the stack known to be initialised.
+        let safe = if vs.cur < 0 { height } else { vs.h };
         self.store_ctx_i64(field::STACK_LEN, height)?;
         self.store_ctx_i64(field::GAS_REMAINING, gas)?;
         let fp = self.builtin_ptr(builtin_index::SECTION_FAIL)?;
-        let first = self.a.insts[sec.first].pc;
-        let last = self.a.insts[sec.last].pc;
+        let first = self.a.insts[sec.first].pc as u64;
+        let last = self.a.insts[sec.last].pc as u64;
         let r = llvm(self.b.build_indirect_call(
             self.fail_fn_ty,
             fp,
             &[
                 self.ctx.into(),
-                self.i32t.const_int(first as u64, false).into(),
-                self.i32t.const_int(last as u64, false).into(),
+                self.i32t.const_int(first, false).into(),
+                self.i32t.const_int(last, false).into(),
+                safe.into(),
             ],
             "fail",
         ))?;
@@ -519,6 +610,37 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.b.position_at_end(cont);
         let left = llvm(self.b.build_int_sub(gas, g, "gas"))?;
         llvm(self.b.build_store(self.gas_slot, left))?;
+        Ok(())
+    }
+
+    /// Branches to the shared `return status` tail when `status != 0`.
+    fn ret_if_nonzero(&mut self, r: IntValue<'ctx>, likely_err: bool) -> R<()> {
+        let (tail, phi) = match self.ret_tail {
+            Some(t) => t,
+            None => {
+                let cur = self.b.get_insert_block().unwrap();
+                let bb = self.cx.append_basic_block(self.f, "ret_status");
+                self.b.position_at_end(bb);
+                let phi = llvm(self.b.build_phi(self.i8t, "status"))?;
+                llvm(self.b.build_return(Some(&phi.as_basic_value())))?;
+                self.b.position_at_end(cur);
+                self.ret_tail = Some((bb, phi));
+                (bb, phi)
+            }
+        };
+        let is_err =
+            llvm(
+                self.b
+                    .build_int_compare(IntPredicate::NE, r, self.i8t.const_zero(), "err"),
+            )?;
+        let ok_bb = self.cx.append_basic_block(self.f, "ok");
+        let br = llvm(self.b.build_conditional_branch(is_err, tail, ok_bb))?;
+        if !likely_err {
+            self.set_unlikely(br)?;
+        }
+        let here = self.b.get_insert_block().unwrap();
+        phi.add_incoming(&[(&r, here)]);
+        self.b.position_at_end(ok_bb);
         Ok(())
     }
 
@@ -555,21 +677,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             ValueKind::Basic(v) => v.into_int_value(),
             _ => unreachable!("op returns i8"),
         };
-        let is_err = llvm(self.b.build_int_compare(IntPredicate::NE, r, self.i8t.const_zero(), "err"))?;
-        let err_bb = self.cx.append_basic_block(self.f, "op_halt");
-        let ok_bb = self.cx.append_basic_block(self.f, "op_ok");
-        if inst.class == OpClass::Terminal {
-            llvm(self.b.build_conditional_branch(is_err, err_bb, ok_bb))?;
-        } else {
-            let br = llvm(self.b.build_conditional_branch(is_err, err_bb, ok_bb))?;
-            // Suspension is the normal path of a CALL; other ops rarely halt.
-            if inst.class != OpClass::Suspend {
-                self.set_unlikely(br)?;
-            }
-        }
-        self.b.position_at_end(err_bb);
-        llvm(self.b.build_return(Some(&r)))?;
-        self.b.position_at_end(ok_bb);
+        self.ret_if_nonzero(
+            r,
+            matches!(inst.class, OpClass::Terminal | OpClass::Suspend),
+        )?;
         let gas = self.load_ctx_i64(field::GAS_REMAINING)?;
         llvm(self.b.build_store(self.gas_slot, gas))?;
         vs.cur = vs.cur - inst.io.0 as i64 + inst.io.1 as i64;
@@ -590,7 +701,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.flush(vs)?;
         let p = self.slot(vs, vs.cur - n_in)?;
         let fp = self.builtin_ptr(idx)?;
-        llvm(self.b.build_indirect_call(self.arith_fn_ty, fp, &[p.into()], ""))?;
+        llvm(
+            self.b
+                .build_indirect_call(self.arith_fn_ty, fp, &[p.into()], ""),
+        )?;
         vs.cur -= n_in - 1;
         Ok(())
     }
@@ -666,8 +780,22 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
                 let v = llvm(b.build_int_z_extend(l, w, "msize"))?;
                 self.push(vs, v);
             }
-            op::ADD | op::MUL | op::SUB | op::AND | op::OR | op::XOR | op::LT | op::GT | op::SLT
-            | op::SGT | op::EQ | op::BYTE | op::SHL | op::SHR | op::SAR | op::SIGNEXTEND => {
+            op::ADD
+            | op::MUL
+            | op::SUB
+            | op::AND
+            | op::OR
+            | op::XOR
+            | op::LT
+            | op::GT
+            | op::SLT
+            | op::SGT
+            | op::EQ
+            | op::BYTE
+            | op::SHL
+            | op::SHR
+            | op::SAR
+            | op::SIGNEXTEND => {
                 let a = self.pop(vs)?;
                 let bv = self.pop(vs)?;
                 let r = self.binop(o, a, bv)?;
@@ -715,12 +843,16 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let lim = w.const_int(u64::MAX, false);
         let a_small = llvm(self.b.build_int_compare(IntPredicate::ULE, a, lim, "a64"))?;
         let d_small = llvm(self.b.build_int_compare(IntPredicate::ULE, d, lim, "d64"))?;
-        let d_nz = llvm(self.b.build_int_compare(IntPredicate::NE, d, w.const_zero(), "dnz"))?;
+        let d_nz = llvm(
+            self.b
+                .build_int_compare(IntPredicate::NE, d, w.const_zero(), "dnz"),
+        )?;
         let both = llvm(self.b.build_and(a_small, d_small, "small"))?;
         let fast_ok = llvm(self.b.build_and(both, d_nz, "fast"))?;
         let fast = self.cx.append_basic_block(self.f, "div_fast");
         let slow = self.cx.append_basic_block(self.f, "div_slow");
         let join = self.cx.append_basic_block(self.f, "div_join");
+        let live = self.live_values(vs);
         llvm(self.b.build_conditional_branch(fast_ok, fast, slow))?;
         // Fast path.
         self.b.position_at_end(fast);
@@ -738,12 +870,17 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.store_dirty(vs)?;
         let p = self.slot(vs, vs.cur - 2)?;
         let fp = self.builtin_ptr(idx)?;
-        llvm(self.b.build_indirect_call(self.arith_fn_ty, fp, &[p.into()], ""))?;
+        llvm(
+            self.b
+                .build_indirect_call(self.arith_fn_ty, fp, &[p.into()], ""),
+        )?;
         let s = self.load_word(p)?;
+        let reloaded = self.reload_live(vs, &live)?;
         llvm(self.b.build_unconditional_branch(join))?;
         self.b.position_at_end(join);
         let phi = llvm(self.b.build_phi(w, "divres"))?;
         phi.add_incoming(&[(&q, fast), (&s, slow)]);
+        self.merge_live(vs, &live, fast, &reloaded, slow)?;
         self.pop(vs)?;
         self.pop(vs)?;
         self.push(vs, phi.as_basic_value().into_int_value());
@@ -791,7 +928,8 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             }
             // a = byte index i, bv = value
             op::BYTE => {
-                let in_range = llvm(b.build_int_compare(IntPredicate::ULT, a, w.const_int(32, false), "inr"))?;
+                let in_range =
+                    llvm(b.build_int_compare(IntPredicate::ULT, a, w.const_int(32, false), "inr"))?;
                 let idx = llvm(b.build_select(in_range, a, w.const_zero(), "i"))?.into_int_value();
                 let bits = llvm(b.build_int_mul(idx, w.const_int(8, false), "bits"))?;
                 let sh = llvm(b.build_int_sub(w.const_int(248, false), bits, "sh"))?;
@@ -801,7 +939,8 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             }
             // a = byte index, bv = value
             op::SIGNEXTEND => {
-                let in_range = llvm(b.build_int_compare(IntPredicate::ULT, a, w.const_int(31, false), "inr"))?;
+                let in_range =
+                    llvm(b.build_int_compare(IntPredicate::ULT, a, w.const_int(31, false), "inr"))?;
                 let idx = llvm(b.build_select(in_range, a, w.const_zero(), "i"))?.into_int_value();
                 let bits = llvm(b.build_int_mul(idx, w.const_int(8, false), "bits"))?;
                 let sh = llvm(b.build_int_sub(w.const_int(248, false), bits, "sh"))?;
@@ -814,9 +953,18 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
     }
 
     /// Checks `offset + size <= memory_len` without overflow; returns (in_bounds, offset as i64).
-    fn mem_in_bounds(&self, offset: IntValue<'ctx>, size: u64) -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
+    fn mem_in_bounds(
+        &self,
+        offset: IntValue<'ctx>,
+        size: u64,
+    ) -> R<(IntValue<'ctx>, IntValue<'ctx>)> {
         let b = &self.b;
-        let small = llvm(b.build_int_compare(IntPredicate::ULT, offset, self.w.const_int(1 << 32, false), "small"))?;
+        let small = llvm(b.build_int_compare(
+            IntPredicate::ULT,
+            offset,
+            self.w.const_int(1 << 32, false),
+            "small",
+        ))?;
         let off64 = llvm(b.build_int_truncate(offset, self.i64t, "off"))?;
         let end = llvm(b.build_int_add(off64, self.i64t.const_int(size, false), "end"))?;
         let mlen = self.load_ctx_i64(field::MEMORY_LEN)?;
@@ -854,14 +1002,7 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             ValueKind::Basic(v) => v.into_int_value(),
             _ => unreachable!(),
         };
-        let is_err = llvm(self.b.build_int_compare(IntPredicate::NE, r, self.i8t.const_zero(), "err"))?;
-        let err_bb = self.cx.append_basic_block(self.f, "mem_halt");
-        let ok_bb = self.cx.append_basic_block(self.f, "mem_ok");
-        let br = llvm(self.b.build_conditional_branch(is_err, err_bb, ok_bb))?;
-        self.set_unlikely(br)?;
-        self.b.position_at_end(err_bb);
-        llvm(self.b.build_return(Some(&r)))?;
-        self.b.position_at_end(ok_bb);
+        self.ret_if_nonzero(r, false)?;
         let gas = self.load_ctx_i64(field::GAS_REMAINING)?;
         llvm(self.b.build_store(self.gas_slot, gas))?;
         Ok(())
@@ -873,6 +1014,7 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let fast = self.cx.append_basic_block(self.f, "mload_fast");
         let slow = self.cx.append_basic_block(self.f, "mload_slow");
         let join = self.cx.append_basic_block(self.f, "mload_join");
+        let live = self.live_values(vs);
         let br = llvm(self.b.build_conditional_branch(ok, fast, slow))?;
         self.set_likely(br)?;
         self.b.position_at_end(fast);
@@ -888,13 +1030,13 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.b.position_at_end(slow);
         self.mem_slow_call(vs, inst)?;
         let v_slow = self.load_word(self.slot(vs, vs.cur - 1)?)?;
+        let reloaded = self.reload_live(vs, &live)?;
         let slow_end = self.b.get_insert_block().unwrap();
         llvm(self.b.build_unconditional_branch(join))?;
         self.b.position_at_end(join);
         let phi = llvm(self.b.build_phi(self.w, "mload"))?;
         phi.add_incoming(&[(&v_fast, fast_end), (&v_slow, slow_end)]);
-        let gas_after = self.load_i64(self.gas_slot)?;
-        let _ = gas_after;
+        self.merge_live(vs, &live, fast_end, &reloaded, slow_end)?;
         self.set(vs, 1, phi.as_basic_value().into_int_value());
         Ok(())
     }
@@ -907,6 +1049,7 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let fast = self.cx.append_basic_block(self.f, "mstore_fast");
         let slow = self.cx.append_basic_block(self.f, "mstore_slow");
         let join = self.cx.append_basic_block(self.f, "mstore_join");
+        let live = self.live_values(vs);
         let br = llvm(self.b.build_conditional_branch(ok, fast, slow))?;
         self.set_likely(br)?;
         self.b.position_at_end(fast);
@@ -921,10 +1064,14 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             let _ = s.set_alignment(1);
         }
         llvm(self.b.build_unconditional_branch(join))?;
+        let fast_end = self.b.get_insert_block().unwrap();
         self.b.position_at_end(slow);
         self.mem_slow_call(vs, inst)?;
+        let reloaded = self.reload_live(vs, &live)?;
+        let slow_end = self.b.get_insert_block().unwrap();
         llvm(self.b.build_unconditional_branch(join))?;
         self.b.position_at_end(join);
+        self.merge_live(vs, &live, fast_end, &reloaded, slow_end)?;
         self.pop(vs)?;
         self.pop(vs)?;
         Ok(())

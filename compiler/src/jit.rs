@@ -51,13 +51,35 @@ pub struct JitCompiler {
 
 impl std::fmt::Debug for JitCompiler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JitCompiler").field("opt", &self.opt).field("modules", &self.modules.len()).finish()
+        f.debug_struct("JitCompiler")
+            .field("opt", &self.opt)
+            .field("modules", &self.modules.len())
+            .finish()
     }
 }
 
 fn init_llvm() -> Result<(), CompileError> {
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
+    INIT.get_or_init(|| {
+        // Debugging knob: extra LLVM command-line options, e.g. `-time-passes`.
+        if let Ok(extra) = std::env::var("EMBER_LLVM_ARGS") {
+            let args: Vec<std::ffi::CString> = std::iter::once("ember".to_string())
+                .chain(extra.split_whitespace().map(str::to_string))
+                .filter_map(|a| std::ffi::CString::new(a).ok())
+                .collect();
+            let ptrs: Vec<*const std::ffi::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+            // SAFETY: `ptrs` points at NUL-terminated strings that outlive the call; LLVM copies
+            // what it keeps. Called once, before any other LLVM use.
+            unsafe {
+                inkwell::llvm_sys::support::LLVMParseCommandLineOptions(
+                    ptrs.len() as i32,
+                    ptrs.as_ptr(),
+                    std::ptr::null(),
+                )
+            };
+        }
+        Target::initialize_native(&InitializationConfig::default())
+    })
     .clone()
     .map_err(CompileError::Llvm)
 }
@@ -68,6 +90,17 @@ fn llvm_opt(o: OptLevel) -> OptimizationLevel {
         OptLevel::O1 => OptimizationLevel::Less,
         OptLevel::O2 => OptimizationLevel::Default,
         OptLevel::O3 => OptimizationLevel::Aggressive,
+    }
+}
+
+/// Machine-code optimisation level for `opt` (debug knob `EMBER_CODEGEN_OPT=0..3`).
+fn codegen_opt(opt: OptLevel) -> OptimizationLevel {
+    match std::env::var("EMBER_CODEGEN_OPT")
+        .ok()
+        .and_then(|s| s.parse::<OptLevel>().ok())
+    {
+        Some(o) => llvm_opt(o),
+        None => llvm_opt(opt),
     }
 }
 
@@ -122,7 +155,9 @@ fn build_module<'ctx>(
         inkwell::attributes::AttributeLoc::Function,
         cx.create_string_attribute("target-features", features.to_str().unwrap_or("")),
     );
-    module.verify().map_err(|e| CompileError::Llvm(format!("invalid IR: {e}")))?;
+    module
+        .verify()
+        .map_err(|e| CompileError::Llvm(format!("invalid IR: {e}")))?;
     let codegen_time = t0.elapsed();
     let t1 = Instant::now();
     let passes = match opt {
@@ -131,6 +166,9 @@ fn build_module<'ctx>(
         OptLevel::O2 => "default<O2>",
         OptLevel::O3 => "default<O3>",
     };
+    // Debugging knob: an explicit pass pipeline.
+    let custom = std::env::var("EMBER_PASSES").ok().filter(|p| !p.is_empty());
+    let passes = custom.as_deref().unwrap_or(passes);
     module
         .run_passes(passes, tm, PassBuilderOptions::create())
         .map_err(|e| CompileError::Llvm(e.to_string()))?;
@@ -141,7 +179,11 @@ impl JitCompiler {
     /// A compiler at optimisation level `opt`.
     pub fn new(opt: OptLevel) -> Result<Self, CompileError> {
         init_llvm()?;
-        Ok(Self { opt, modules: Vec::new(), dump_ir: false })
+        Ok(Self {
+            opt,
+            modules: Vec::new(),
+            dump_ir: false,
+        })
     }
 
     /// Optimisation level in use.
@@ -155,7 +197,11 @@ impl JitCompiler {
     }
 
     /// Compiles `code` for `spec`; the function stays valid as long as `self` lives.
-    pub fn compile(&mut self, code: &[u8], spec: SpecId) -> Result<(NativeFn, CompileStats), CompileError> {
+    pub fn compile(
+        &mut self,
+        code: &[u8],
+        spec: SpecId,
+    ) -> Result<(NativeFn, CompileStats), CompileError> {
         let t_start = Instant::now();
         let a = crate::analyze(code, spec)?;
         let analysis_time = t_start.elapsed();
@@ -165,13 +211,14 @@ impl JitCompiler {
         let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
         let module = cxr.create_module("ember");
         let tm = host_target_machine(self.opt)?;
-        let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, self.opt)?;
+        let (codegen_time, opt_time) =
+            build_module(cxr, &module, &a, "ember_contract", &tm, self.opt)?;
         if self.dump_ir {
             eprintln!("{}", module.print_to_string().to_string());
         }
         let t_emit = Instant::now();
         let ee = module
-            .create_jit_execution_engine(llvm_opt(self.opt))
+            .create_jit_execution_engine(codegen_opt(self.opt))
             .map_err(|e| CompileError::Llvm(e.to_string()))?;
         let addr = ee
             .get_function_address("ember_contract")
@@ -206,12 +253,20 @@ pub struct JitRegistry {
 impl JitRegistry {
     /// An empty registry compiling at `opt`.
     pub fn new(opt: OptLevel) -> Result<Self, CompileError> {
-        Ok(Self { compiler: JitCompiler::new(opt)?, fns: HashMap::new(), failures: HashMap::new() })
+        Ok(Self {
+            compiler: JitCompiler::new(opt)?,
+            fns: HashMap::new(),
+            failures: HashMap::new(),
+        })
     }
 
     /// Compiles `code` (keyed by its keccak256 hash) for `spec` unless already present.
     /// Returns `None` when it was already compiled.
-    pub fn compile(&mut self, code: &[u8], spec: SpecId) -> Result<Option<CompileStats>, CompileError> {
+    pub fn compile(
+        &mut self,
+        code: &[u8],
+        spec: SpecId,
+    ) -> Result<Option<CompileStats>, CompileError> {
         let hash = keccak256(code);
         if self.fns.contains_key(&(hash, spec)) {
             return Ok(None);

@@ -59,8 +59,11 @@ pub struct Builtins {
     /// instruction semantics against the interpreter state; returns 0 or a halt code.
     pub op: unsafe extern "C" fn(ctx: *mut EvmContext, opcode: u32, pc: u32) -> u8,
     /// Called when a section's up-front gas/stack check fails; returns the exact halt reason
-    /// the interpreter would have produced, walking the section `[start_pc, end_pc]` op by op.
-    pub section_fail: unsafe extern "C" fn(ctx: *mut EvmContext, start_pc: u32, end_pc: u32) -> u8,
+    /// the interpreter would have produced, walking the section `[start_pc, end_pc]` op by op
+    /// from `ctx.gas_remaining` and `ctx.stack_len`. Afterwards `ctx.stack_len` is set to
+    /// `safe_len`, the height below which every stack word is known to be written.
+    pub section_fail:
+        unsafe extern "C" fn(ctx: *mut EvmContext, start_pc: u32, end_pc: u32, safe_len: u64) -> u8,
     /// `s[0] = s[1] / s[0]` (unsigned, 0 on division by zero); `s` points at the second operand.
     pub div: unsafe extern "C" fn(s: *mut U256),
     /// Signed division.
@@ -114,7 +117,7 @@ pub const CONTEXT_SLOT_BYTES: usize = 8;
 /// checked on load.
 pub const ABI_VERSION: u64 = {
     // FNV-1a over a description of the layout; bump the string when semantics change.
-    let desc: &[u8] = b"ember-abi-1;ctx:stack,stack_len,gas_remaining,memory,memory_len,resume_pc,builtins,interpreter,host,calldata,calldata_len;builtins:op,section_fail,div,sdiv,rem,smod,addmod,mulmod";
+    let desc: &[u8] = b"ember-abi-2;ctx:stack,stack_len,gas_remaining,memory,memory_len,resume_pc,builtins,interpreter,host,calldata,calldata_len;builtins:op,section_fail,div,sdiv,rem,smod,addmod,mulmod";
     let mut h: u64 = 0xcbf29ce484222325;
     let mut i = 0;
     while i < desc.len() {
@@ -149,19 +152,31 @@ mod tests {
         for (idx, off) in offsets {
             assert_eq!(idx as usize * CONTEXT_SLOT_BYTES, off, "field {idx}");
         }
-        assert_eq!(size_of::<EvmContext>(), field::COUNT as usize * CONTEXT_SLOT_BYTES);
+        assert_eq!(
+            size_of::<EvmContext>(),
+            field::COUNT as usize * CONTEXT_SLOT_BYTES
+        );
     }
 
     #[test]
     fn builtin_table_layout() {
         assert_eq!(offset_of!(Builtins, op), builtin_index::OP as usize * 8);
-        assert_eq!(offset_of!(Builtins, section_fail), builtin_index::SECTION_FAIL as usize * 8);
+        assert_eq!(
+            offset_of!(Builtins, section_fail),
+            builtin_index::SECTION_FAIL as usize * 8
+        );
         assert_eq!(offset_of!(Builtins, div), builtin_index::DIV as usize * 8);
         assert_eq!(offset_of!(Builtins, sdiv), builtin_index::SDIV as usize * 8);
         assert_eq!(offset_of!(Builtins, rem), builtin_index::REM as usize * 8);
         assert_eq!(offset_of!(Builtins, smod), builtin_index::SMOD as usize * 8);
-        assert_eq!(offset_of!(Builtins, addmod), builtin_index::ADDMOD as usize * 8);
-        assert_eq!(offset_of!(Builtins, mulmod), builtin_index::MULMOD as usize * 8);
+        assert_eq!(
+            offset_of!(Builtins, addmod),
+            builtin_index::ADDMOD as usize * 8
+        );
+        assert_eq!(
+            offset_of!(Builtins, mulmod),
+            builtin_index::MULMOD as usize * 8
+        );
         assert_eq!(size_of::<Builtins>(), builtin_index::COUNT as usize * 8);
     }
 

@@ -160,7 +160,10 @@ pub fn instruction_result_from_u8(v: u8) -> InstructionResult {
         FatalExternalError,
         FatalExternalError,
     ];
-    ALL.iter().copied().find(|r| *r as u8 == v).unwrap_or(FatalExternalError)
+    ALL.iter()
+        .copied()
+        .find(|r| *r as u8 == v)
+        .unwrap_or(FatalExternalError)
 }
 
 /// Re-reads the frame's memory base and length into `ctx` after anything that may have
@@ -195,7 +198,10 @@ unsafe extern "C" fn builtin_op(ctx: *mut EvmContext, opcode: u32, pc: u32) -> u
     // The pc after this opcode: where a suspended frame resumes, and what revm's own
     // instructions would observe.
     interp.bytecode.absolute_jump(pc as usize + 1);
-    let r = f(InstructionContext { interpreter: interp, host });
+    let r = f(InstructionContext {
+        interpreter: interp,
+        host,
+    });
     ctx.stack_len = interp.stack.len() as u64;
     ctx.gas_remaining = interp.gas.remaining();
     // SAFETY: `interp` is not used below; `refresh_memory` reborrows it.
@@ -208,7 +214,12 @@ unsafe extern "C" fn builtin_op(ctx: *mut EvmContext, opcode: u32, pc: u32) -> u
 
 /// Resolves the exact halt of a gas/stack section whose up-front check failed by replaying
 /// its static effects op by op, as the interpreter would have executed them.
-unsafe extern "C" fn builtin_section_fail(ctx: *mut EvmContext, start_pc: u32, end_pc: u32) -> u8 {
+unsafe extern "C" fn builtin_section_fail(
+    ctx: *mut EvmContext,
+    start_pc: u32,
+    end_pc: u32,
+    safe_len: u64,
+) -> u8 {
     // SAFETY: see `builtin_op`.
     let ctx = unsafe { &mut *ctx };
     let interp = unsafe { &mut *(ctx.interpreter as *mut Interp) };
@@ -216,10 +227,18 @@ unsafe extern "C" fn builtin_section_fail(ctx: *mut EvmContext, start_pc: u32, e
     let is_static = interp.runtime_flag.is_static;
     let code = interp.bytecode.bytes_slice();
     let gas_table = opcodes::gas_table(spec);
-    let (r, gas, len) =
-        resolve_section(code, &gas_table, spec, is_static, ctx.gas_remaining, ctx.stack_len, start_pc, end_pc);
+    let (r, gas, len) = resolve_section(
+        code,
+        &gas_table,
+        spec,
+        is_static,
+        ctx.gas_remaining,
+        ctx.stack_len,
+        start_pc,
+        end_pc,
+    );
     ctx.gas_remaining = gas;
-    ctx.stack_len = len;
+    ctx.stack_len = len.min(safe_len);
     r as u8
 }
 
@@ -281,9 +300,17 @@ macro_rules! binop_builtin {
     };
 }
 
-binop_builtin!(builtin_div, |a, b| if b.is_zero() { U256::ZERO } else { a.wrapping_div(b) });
+binop_builtin!(builtin_div, |a, b| if b.is_zero() {
+    U256::ZERO
+} else {
+    a.wrapping_div(b)
+});
 binop_builtin!(builtin_sdiv, |a, b| i256::i256_div(a, b));
-binop_builtin!(builtin_rem, |a, b| if b.is_zero() { U256::ZERO } else { a.wrapping_rem(b) });
+binop_builtin!(builtin_rem, |a, b| if b.is_zero() {
+    U256::ZERO
+} else {
+    a.wrapping_rem(b)
+});
 binop_builtin!(builtin_smod, |a, b| i256::i256_mod(a, b));
 
 unsafe extern "C" fn builtin_addmod(s: *mut U256) {

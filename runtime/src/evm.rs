@@ -10,14 +10,16 @@ use revm::context_interface::result::{
     EVMError, ExecutionResult, HaltReason, InvalidTransaction, ResultAndState,
 };
 use revm::database_interface::{Database, DatabaseCommit};
+use revm::handler::instructions::EthInstructions;
 use revm::handler::{
     evm::{ContextDbError, FrameInitResult, FrameTr},
     EthFrame, EthPrecompiles, EvmTr, ExecuteCommitEvm, ExecuteEvm, FrameInitOrResult, Handler,
     MainnetEvm, MainnetHandler,
 };
-use revm::handler::instructions::EthInstructions;
 use revm::interpreter::{
-    interpreter::EthInterpreter, interpreter_types::{Jumps, LoopControl}, InterpreterAction,
+    interpreter::EthInterpreter,
+    interpreter_types::{Jumps, LoopControl},
+    InterpreterAction,
 };
 use revm::primitives::{hardfork::SpecId, B256};
 use revm::state::EvmState;
@@ -80,7 +82,11 @@ pub struct EmberEvm<CTX, P> {
 impl<CTX, P> EmberEvm<CTX, P> {
     /// Wraps a revm mainnet EVM (e.g. `Context::mainnet().with_db(db).build_mainnet()`).
     pub fn new(inner: MainnetEvm<CTX>, provider: P) -> Self {
-        Self { inner, provider, stats: ExecStats::default() }
+        Self {
+            inner,
+            provider,
+            stats: ExecStats::default(),
+        }
     }
 }
 
@@ -152,7 +158,12 @@ where
 
     fn all(
         &self,
-    ) -> (&Self::Context, &Self::Instructions, &Self::Precompiles, &FrameStack<Self::Frame>) {
+    ) -> (
+        &Self::Context,
+        &Self::Instructions,
+        &Self::Precompiles,
+        &FrameStack<Self::Frame>,
+    ) {
         self.inner.all()
     }
 
@@ -190,7 +201,9 @@ where
                 unsafe { run_native(f, &mut frame.interpreter, context) }
             }
             None => {
-                self.stats.interpreted_runs.set(self.stats.interpreted_runs.get() + 1);
+                self.stats
+                    .interpreted_runs
+                    .set(self.stats.interpreted_runs.get() + 1);
                 let instructions = &self.inner.instruction;
                 frame.interpreter.run_plain(
                     instructions.instruction_table(),

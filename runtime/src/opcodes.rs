@@ -123,9 +123,11 @@ pub fn class(op: u8, spec: SpecId) -> OpClass {
         _ if (PUSH0..=PUSH32).contains(&op) => OpClass::Pure,
         _ if (DUP1..=DUP16).contains(&op) => OpClass::Pure,
         _ if (SWAP1..=SWAP16).contains(&op) => OpClass::Pure,
-        ADDRESS | ORIGIN | CALLER | CALLVALUE | CALLDATALOAD | CALLDATASIZE | CODESIZE | GASPRICE
-        | RETURNDATASIZE | COINBASE | TIMESTAMP | NUMBER | DIFFICULTY | GASLIMIT | CHAINID
-        | SELFBALANCE | BASEFEE | BLOBHASH | BLOBBASEFEE | BLOCKHASH | TLOAD => OpClass::Env,
+        ADDRESS | ORIGIN | CALLER | CALLVALUE | CALLDATALOAD | CALLDATASIZE | CODESIZE
+        | GASPRICE | RETURNDATASIZE | COINBASE | TIMESTAMP | NUMBER | DIFFICULTY | GASLIMIT
+        | CHAINID | SELFBALANCE | BASEFEE | BLOBHASH | BLOBBASEFEE | BLOCKHASH | TLOAD => {
+            OpClass::Env
+        }
         _ => OpClass::Dynamic,
     }
 }
@@ -134,7 +136,10 @@ pub fn class(op: u8, spec: SpecId) -> OpClass {
 /// (revm's `require_non_staticcall!` comes first in these instruction functions).
 pub fn static_check_first(op: u8) -> bool {
     use opcode::*;
-    matches!(op, SSTORE | TSTORE | LOG0 | LOG1 | LOG2 | LOG3 | LOG4 | CREATE | CREATE2 | SELFDESTRUCT)
+    matches!(
+        op,
+        SSTORE | TSTORE | LOG0 | LOG1 | LOG2 | LOG3 | LOG4 | CREATE | CREATE2 | SELFDESTRUCT
+    )
 }
 
 /// The stack error revm reports for `op` executed with `len` words on the stack, if any.
@@ -180,6 +185,9 @@ mod tests {
             stack_error(opcode::SWAP1, SpecId::CANCUN, 1),
             Some(InstructionResult::StackUnderflow)
         );
-        assert_eq!(stack_error(opcode::PUSH1, SpecId::CANCUN, 1024), Some(InstructionResult::StackOverflow));
+        assert_eq!(
+            stack_error(opcode::PUSH1, SpecId::CANCUN, 1024),
+            Some(InstructionResult::StackOverflow)
+        );
     }
 }
