@@ -76,6 +76,7 @@ pub(crate) struct FnCodegen<'a, 'ctx> {
     bbs: Vec<Option<BasicBlock<'ctx>>>,
     dispatch: Option<BasicBlock<'ctx>>,
     invalid_jump: Option<BasicBlock<'ctx>>,
+    fail_tail: Option<BasicBlock<'ctx>>,
     /// Shared tail returning a builtin's non-zero status.
     ret_tail: Option<(BasicBlock<'ctx>, inkwell::values::PhiValue<'ctx>)>,
     op_fn_ty: FunctionType<'ctx>,
@@ -130,9 +131,10 @@ pub(crate) fn translate<'ctx>(
         bbs: Vec::new(),
         dispatch: None,
         invalid_jump: None,
+        fail_tail: None,
         ret_tail: None,
         op_fn_ty: i8t.fn_type(&[ptr.into(), i32t.into(), i32t.into()], false),
-        fail_fn_ty: i8t.fn_type(&[ptr.into(), i32t.into(), i32t.into(), i64t.into()], false),
+        fail_fn_ty: i8t.fn_type(&[ptr.into()], false),
         arith_fn_ty: cx.void_type().fn_type(&[ptr.into()], false),
     };
     g.emit()?;
@@ -583,30 +585,19 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let br = llvm(self.b.build_conditional_branch(ok, cont, fail))?;
         self.set_likely(br)?;
         self.b.position_at_end(fail);
+        // Only stores here, then one shared call: thousands of cold per-section calls made
+        // register allocation much slower on large contracts.
         // Words between the entry height and the current height may not have been written
         // back; report only the part of the stack known to be initialised.
         let safe = if vs.cur < 0 { height } else { vs.h };
         self.store_ctx_i64(field::STACK_LEN, height)?;
         self.store_ctx_i64(field::GAS_REMAINING, gas)?;
-        let fp = self.builtin_ptr(builtin_index::SECTION_FAIL)?;
         let first = self.a.insts[sec.first].pc as u64;
         let last = self.a.insts[sec.last].pc as u64;
-        let r = llvm(self.b.build_indirect_call(
-            self.fail_fn_ty,
-            fp,
-            &[
-                self.ctx.into(),
-                self.i32t.const_int(first, false).into(),
-                self.i32t.const_int(last, false).into(),
-                safe.into(),
-            ],
-            "fail",
-        ))?;
-        let code = match r.try_as_basic_value() {
-            ValueKind::Basic(v) => v.into_int_value(),
-            _ => unreachable!("section_fail returns i8"),
-        };
-        llvm(self.b.build_return(Some(&code)))?;
+        self.store_ctx_i64(field::FAIL_SECTION, self.i64t.const_int((first << 32) | last, false))?;
+        self.store_ctx_i64(field::FAIL_SAFE_LEN, safe)?;
+        let tail = self.fail_tail()?;
+        llvm(self.b.build_unconditional_branch(tail))?;
         self.b.position_at_end(cont);
         let left = llvm(self.b.build_int_sub(gas, g, "gas"))?;
         llvm(self.b.build_store(self.gas_slot, left))?;
@@ -642,6 +633,25 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         phi.add_incoming(&[(&r, here)]);
         self.b.position_at_end(ok_bb);
         Ok(())
+    }
+
+    fn fail_tail(&mut self) -> R<BasicBlock<'ctx>> {
+        if let Some(t) = self.fail_tail {
+            return Ok(t);
+        }
+        let cur = self.b.get_insert_block().unwrap();
+        let bb = self.cx.append_basic_block(self.f, "section_fail_tail");
+        self.b.position_at_end(bb);
+        let fp = self.builtin_ptr(builtin_index::SECTION_FAIL)?;
+        let r = llvm(self.b.build_indirect_call(self.fail_fn_ty, fp, &[self.ctx.into()], "fail"))?;
+        let code = match r.try_as_basic_value() {
+            ValueKind::Basic(v) => v.into_int_value(),
+            _ => unreachable!("section_fail returns i8"),
+        };
+        llvm(self.b.build_return(Some(&code)))?;
+        self.b.position_at_end(cur);
+        self.fail_tail = Some(bb);
+        Ok(bb)
     }
 
     fn set_likely(&self, br: inkwell::values::InstructionValue<'ctx>) -> R<()> {

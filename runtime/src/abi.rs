@@ -43,6 +43,12 @@ pub struct EvmContext {
     pub calldata: *const u8,
     /// Calldata length in bytes.
     pub calldata_len: u64,
+    /// Set by generated code before calling [`Builtins::section_fail`]: the failed section's
+    /// first pc in the high 32 bits and last pc in the low 32 bits.
+    pub fail_section: u64,
+    /// Set with `fail_section`: the stack height below which every word is known to be written
+    /// (words above it may still be in registers); the runtime reports at most this height.
+    pub fail_safe_len: u64,
 }
 
 /// Maximum EVM stack depth in words.
@@ -59,11 +65,10 @@ pub struct Builtins {
     /// instruction semantics against the interpreter state; returns 0 or a halt code.
     pub op: unsafe extern "C" fn(ctx: *mut EvmContext, opcode: u32, pc: u32) -> u8,
     /// Called when a section's up-front gas/stack check fails; returns the exact halt reason
-    /// the interpreter would have produced, walking the section `[start_pc, end_pc]` op by op
-    /// from `ctx.gas_remaining` and `ctx.stack_len`. Afterwards `ctx.stack_len` is set to
-    /// `safe_len`, the height below which every stack word is known to be written.
-    pub section_fail:
-        unsafe extern "C" fn(ctx: *mut EvmContext, start_pc: u32, end_pc: u32, safe_len: u64) -> u8,
+    /// the interpreter would have produced, walking the section in `ctx.fail_section` op by op
+    /// from `ctx.gas_remaining` and `ctx.stack_len`. Afterwards `ctx.stack_len` is at most
+    /// `ctx.fail_safe_len`.
+    pub section_fail: unsafe extern "C" fn(ctx: *mut EvmContext) -> u8,
     /// `s[0] = s[1] / s[0]` (unsigned, 0 on division by zero); `s` points at the second operand.
     pub div: unsafe extern "C" fn(s: *mut U256),
     /// Signed division.
@@ -106,7 +111,9 @@ pub mod field {
     pub const HOST: u32 = 8;
     pub const CALLDATA: u32 = 9;
     pub const CALLDATA_LEN: u32 = 10;
-    pub const COUNT: u32 = 11;
+    pub const FAIL_SECTION: u32 = 11;
+    pub const FAIL_SAFE_LEN: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 /// Every field of [`EvmContext`] is pointer-sized; the code generator declares the struct as
@@ -117,7 +124,7 @@ pub const CONTEXT_SLOT_BYTES: usize = 8;
 /// checked on load.
 pub const ABI_VERSION: u64 = {
     // FNV-1a over a description of the layout; bump the string when semantics change.
-    let desc: &[u8] = b"ember-abi-2;ctx:stack,stack_len,gas_remaining,memory,memory_len,resume_pc,builtins,interpreter,host,calldata,calldata_len;builtins:op,section_fail,div,sdiv,rem,smod,addmod,mulmod";
+    let desc: &[u8] = b"ember-abi-3;ctx:stack,stack_len,gas_remaining,memory,memory_len,resume_pc,builtins,interpreter,host,calldata,calldata_len,fail_section,fail_safe_len;builtins:op,section_fail,div,sdiv,rem,smod,addmod,mulmod";
     let mut h: u64 = 0xcbf29ce484222325;
     let mut i = 0;
     while i < desc.len() {
@@ -147,6 +154,8 @@ mod tests {
             (field::HOST, offset_of!(EvmContext, host)),
             (field::CALLDATA, offset_of!(EvmContext, calldata)),
             (field::CALLDATA_LEN, offset_of!(EvmContext, calldata_len)),
+            (field::FAIL_SECTION, offset_of!(EvmContext, fail_section)),
+            (field::FAIL_SAFE_LEN, offset_of!(EvmContext, fail_safe_len)),
         ];
         assert_eq!(offsets.len() as u32, field::COUNT);
         for (idx, off) in offsets {

@@ -214,12 +214,7 @@ unsafe extern "C" fn builtin_op(ctx: *mut EvmContext, opcode: u32, pc: u32) -> u
 
 /// Resolves the exact halt of a gas/stack section whose up-front check failed by replaying
 /// its static effects op by op, as the interpreter would have executed them.
-unsafe extern "C" fn builtin_section_fail(
-    ctx: *mut EvmContext,
-    start_pc: u32,
-    end_pc: u32,
-    safe_len: u64,
-) -> u8 {
+unsafe extern "C" fn builtin_section_fail(ctx: *mut EvmContext) -> u8 {
     // SAFETY: see `builtin_op`.
     let ctx = unsafe { &mut *ctx };
     let interp = unsafe { &mut *(ctx.interpreter as *mut Interp) };
@@ -227,6 +222,9 @@ unsafe extern "C" fn builtin_section_fail(
     let is_static = interp.runtime_flag.is_static;
     let code = interp.bytecode.bytes_slice();
     let gas_table = opcodes::gas_table(spec);
+    let start_pc = (ctx.fail_section >> 32) as u32;
+    let end_pc = ctx.fail_section as u32;
+    let safe_len = ctx.fail_safe_len;
     let (r, gas, len) = resolve_section(
         code,
         &gas_table,

@@ -128,6 +128,8 @@ pub unsafe fn run_native(
         host: (&mut host_ref) as *mut &mut DynHost as *mut c_void,
         calldata,
         calldata_len,
+        fail_section: 0,
+        fail_safe_len: 0,
     };
     // SAFETY: `ctx.interpreter` is the live interpreter, not otherwise borrowed now.
     unsafe { refresh_memory(&mut ctx) };
