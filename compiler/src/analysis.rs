@@ -196,7 +196,7 @@ impl Analysis {
             }
         };
         for b in blocks.iter_mut() {
-            b.sections = sections(&insts[b.first..=b.last], b.first);
+            b.sections = sections(&insts[b.first..=b.last], b.first, spec);
             let last = &insts[b.last];
             b.term = match last.class {
                 OpClass::Terminal => Terminator::Halt,
@@ -351,7 +351,7 @@ fn ends_section(class: OpClass) -> bool {
     !matches!(class, OpClass::Pure | OpClass::Env)
 }
 
-fn sections(insts: &[Inst], base: usize) -> Vec<Section> {
+fn sections(insts: &[Inst], base: usize, spec: SpecId) -> Vec<Section> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < insts.len() {
@@ -363,7 +363,10 @@ fn sections(insts: &[Inst], base: usize) -> Vec<Section> {
         for inst in &insts[start..=end] {
             gas = gas.saturating_add(inst.gas);
             let (i, o) = (inst.io.0 as i64, inst.io.1 as i64);
-            req = req.max(i - cur);
+            // Staged pops (LOGn, CREATE2, CALL family) only need their first stage up front;
+            // see `opcodes::stack_check_inputs`.
+            let check = opcodes::stack_check_inputs(inst.op, spec) as i64;
+            req = req.max(check - cur);
             cur = cur - i + o;
             max = max.max(cur);
         }

@@ -174,12 +174,17 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         if let Some(Some(b0)) = self.bbs.first() {
             cases.push((self.i64t.const_int(0, false), *b0));
         }
+        let mut end_of_code = None;
         for (i, blk) in self.a.blocks.iter().enumerate() {
             if blk.reachable && blk.term == Terminator::Suspend {
-                if let Some(Some(next)) = self.bbs.get(i + 1) {
-                    let pc = self.a.insts[self.a.blocks[i + 1].first].pc;
-                    cases.push((self.i64t.const_int(pc as u64, false), *next));
-                }
+                let pc = self.a.insts[blk.last].pc as u64 + 1;
+                let dest = match self.bbs.get(i + 1) {
+                    Some(Some(next)) => *next,
+                    // CALL/CREATE as the last instruction: resuming runs off the end (STOP).
+                    _ => *end_of_code
+                        .get_or_insert_with(|| self.cx.append_basic_block(self.f, "resume_at_end")),
+                };
+                cases.push((self.i64t.const_int(pc, false), dest));
             }
         }
         if self.a.blocks.is_empty() {
@@ -190,6 +195,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         }
         self.b.position_at_end(bad_resume);
         self.ret_code(IR::FatalExternalError as u8)?;
+        if let Some(end) = end_of_code {
+            self.b.position_at_end(end);
+            self.exit_with_slots(IR::Stop as u8)?;
+        }
 
         if self.a.has_dynamic_jumps {
             self.dispatch = Some(self.cx.append_basic_block(self.f, "dispatch"));
@@ -594,7 +603,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         self.store_ctx_i64(field::GAS_REMAINING, gas)?;
         let first = self.a.insts[sec.first].pc as u64;
         let last = self.a.insts[sec.last].pc as u64;
-        self.store_ctx_i64(field::FAIL_SECTION, self.i64t.const_int((first << 32) | last, false))?;
+        self.store_ctx_i64(
+            field::FAIL_SECTION,
+            self.i64t.const_int((first << 32) | last, false),
+        )?;
         self.store_ctx_i64(field::FAIL_SAFE_LEN, safe)?;
         let tail = self.fail_tail()?;
         llvm(self.b.build_unconditional_branch(tail))?;
@@ -643,7 +655,10 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let bb = self.cx.append_basic_block(self.f, "section_fail_tail");
         self.b.position_at_end(bb);
         let fp = self.builtin_ptr(builtin_index::SECTION_FAIL)?;
-        let r = llvm(self.b.build_indirect_call(self.fail_fn_ty, fp, &[self.ctx.into()], "fail"))?;
+        let r = llvm(
+            self.b
+                .build_indirect_call(self.fail_fn_ty, fp, &[self.ctx.into()], "fail"),
+        )?;
         let code = match r.try_as_basic_value() {
             ValueKind::Basic(v) => v.into_int_value(),
             _ => unreachable!("section_fail returns i8"),

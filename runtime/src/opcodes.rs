@@ -107,6 +107,28 @@ pub fn stack_io(op: u8, spec: SpecId) -> (u8, u8) {
     (i.inputs(), i.outputs())
 }
 
+/// Stack words `op` needs before it can fail for any other reason.
+///
+/// revm pops the operands of some opcodes in stages and charges gas or checks the static flag
+/// in between (LOGn pops offset/length, charges, then pops the topics; CREATE2 pops the salt
+/// after metering the init code; CALL pops gas/address/value, checks a value transfer in a
+/// static call, then pops the memory ranges). For these, Ember's up-front stack check only
+/// requires the first stage; revm's own instruction function then reports any later
+/// underflow exactly as the interpreter does.
+pub fn stack_check_inputs(op: u8, spec: SpecId) -> u8 {
+    let (inputs, _) = self::stack_io(op, spec);
+    if !enabled(op, spec) {
+        return inputs;
+    }
+    use opcode::{CALL, CALLCODE, CREATE, CREATE2, DELEGATECALL, LOG0, LOG4, STATICCALL};
+    match op {
+        LOG0..=LOG4 => 2,
+        CREATE | CREATE2 | CALL | CALLCODE => 3,
+        DELEGATECALL | STATICCALL => 2,
+        _ => inputs,
+    }
+}
+
 /// How `op` is compiled in `spec`.
 pub fn class(op: u8, spec: SpecId) -> OpClass {
     use opcode::*;
@@ -153,10 +175,10 @@ pub fn stack_error(op: u8, spec: SpecId, len: u64) -> Option<InstructionResult> 
         return (len < inputs || len + 1 > crate::abi::STACK_LIMIT)
             .then_some(InstructionResult::StackOverflow);
     }
-    if len < inputs {
+    if len < stack_check_inputs(op, spec) as u64 {
         return Some(InstructionResult::StackUnderflow);
     }
-    if len - inputs + outputs > crate::abi::STACK_LIMIT {
+    if len >= inputs && len - inputs + outputs > crate::abi::STACK_LIMIT {
         return Some(InstructionResult::StackOverflow);
     }
     None
