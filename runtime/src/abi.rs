@@ -3,7 +3,7 @@
 //! Generated code receives a single pointer to [`EvmContext`] and returns a `u8`: `0` means
 //! "keep going" (only ever seen by builtins), anything else is an
 //! [`InstructionResult`](revm::interpreter::InstructionResult) discriminant. Every field offset the
-//! code generator uses comes from [`EvmContext::FIELDS`]; tests assert the table against
+//! code generator uses comes from the [`field`] indexes; tests assert them against
 //! `core::mem::offset_of!`, so the layout is written down exactly once.
 
 use core::ffi::c_void;

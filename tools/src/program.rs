@@ -43,7 +43,9 @@ use revm::primitives::{keccak256, Address, Bytes, TxKind, B256, U256};
 use revm::state::{AccountInfo, Bytecode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Once;
 
 const fn account(tag: u8) -> Address {
     let mut b = [0u8; 20];
@@ -81,8 +83,14 @@ pub const RETURNER_WORD: U256 = U256::from_limbs([0x1111, 0x2222, 0x3333, 0x4444
 
 /// Storage of [`TARGET`] before the transaction (slot, value); every other slot is zero.
 pub const TARGET_STORAGE: [(U256, U256); 4] = [
-    (U256::from_limbs([1, 0, 0, 0]), U256::from_limbs([1, 0, 0, 0])),
-    (U256::from_limbs([2, 0, 0, 0]), U256::from_limbs([0xdead, 0, 0, 0])),
+    (
+        U256::from_limbs([1, 0, 0, 0]),
+        U256::from_limbs([1, 0, 0, 0]),
+    ),
+    (
+        U256::from_limbs([2, 0, 0, 0]),
+        U256::from_limbs([0xdead, 0, 0, 0]),
+    ),
     (U256::from_limbs([3, 0, 0, 0]), U256::MAX),
     (U256::MAX, U256::from_limbs([0x42, 0, 0, 0])),
 ];
@@ -179,14 +187,23 @@ impl Asm {
 fn returner_code() -> Vec<u8> {
     let mut a = Asm::new();
     a.push(RETURNER_WORD).push_u64(0).op(&[op::MSTORE]);
-    a.op(&[op::CALLDATASIZE]).push_u64(0).push_u64(32).op(&[op::CALLDATACOPY]);
-    a.op(&[op::CALLDATASIZE]).push_u64(32).op(&[op::ADD]).push_u64(0).op(&[op::RETURN]);
+    a.op(&[op::CALLDATASIZE])
+        .push_u64(0)
+        .push_u64(32)
+        .op(&[op::CALLDATACOPY]);
+    a.op(&[op::CALLDATASIZE])
+        .push_u64(32)
+        .op(&[op::ADD])
+        .push_u64(0)
+        .op(&[op::RETURN]);
     a.finish()
 }
 
 fn reverter_code() -> Vec<u8> {
     let mut a = Asm::new();
-    a.push(U256::from(0xbad_c0deu64)).push_u64(0).op(&[op::MSTORE]);
+    a.push(U256::from(0xbad_c0deu64))
+        .push_u64(0)
+        .op(&[op::MSTORE]);
     a.push_u64(32).push_u64(0).op(&[op::REVERT]);
     a.finish()
 }
@@ -194,8 +211,16 @@ fn reverter_code() -> Vec<u8> {
 fn logger_code() -> Vec<u8> {
     let mut a = Asm::new();
     a.push_u64(0x2a).push_u64(0).op(&[op::MSTORE]);
-    a.op(&[op::CALLVALUE]).push_u64(32).push_u64(0).op(&[op::LOG1]);
-    a.push_u64(1).op(&[op::SLOAD]).push_u64(1).op(&[op::ADD]).push_u64(1).op(&[op::SSTORE]);
+    a.op(&[op::CALLVALUE])
+        .push_u64(32)
+        .push_u64(0)
+        .op(&[op::LOG1]);
+    a.push_u64(1)
+        .op(&[op::SLOAD])
+        .push_u64(1)
+        .op(&[op::ADD])
+        .push_u64(1)
+        .op(&[op::SSTORE]);
     a.push_u64(32).push_u64(0).op(&[op::RETURN]);
     a.finish()
 }
@@ -209,14 +234,28 @@ fn suicider_code() -> Vec<u8> {
 /// returndata`. Needs Byzantium (STATICCALL, RETURNDATA*).
 pub fn static_wrapper_code() -> Vec<u8> {
     let mut a = Asm::new();
-    a.op(&[op::CALLDATASIZE]).push_u64(0).push_u64(0).op(&[op::CALLDATACOPY]);
+    a.op(&[op::CALLDATASIZE])
+        .push_u64(0)
+        .push_u64(0)
+        .op(&[op::CALLDATACOPY]);
     // STATICCALL(gas, addr, argsOffset, argsSize, retOffset, retSize)
-    a.push_u64(0).push_u64(0).op(&[op::CALLDATASIZE]).push_u64(0).push_addr(TARGET);
+    a.push_u64(0)
+        .push_u64(0)
+        .op(&[op::CALLDATASIZE])
+        .push_u64(0)
+        .push_addr(TARGET);
     a.op(&[op::GAS, op::STATICCALL]);
     a.op(&[op::GAS]).push_u64(32).op(&[op::MSTORE]);
     a.push_u64(0).op(&[op::MSTORE]);
-    a.op(&[op::RETURNDATASIZE]).push_u64(0).push_u64(64).op(&[op::RETURNDATACOPY]);
-    a.op(&[op::RETURNDATASIZE]).push_u64(64).op(&[op::ADD]).push_u64(0).op(&[op::RETURN]);
+    a.op(&[op::RETURNDATASIZE])
+        .push_u64(0)
+        .push_u64(64)
+        .op(&[op::RETURNDATACOPY]);
+    a.op(&[op::RETURNDATASIZE])
+        .push_u64(64)
+        .op(&[op::ADD])
+        .push_u64(0)
+        .op(&[op::RETURN]);
     a.finish()
 }
 
@@ -268,8 +307,18 @@ pub struct Setup {
 
 fn code_info(code: &[u8], balance: U256) -> AccountInfo {
     // `new_legacy`, not `new_raw`: arbitrary bytes (e.g. starting 0xef01) must not panic.
-    let bc = if code.is_empty() { Bytecode::new() } else { Bytecode::new_legacy(Bytes::copy_from_slice(code)) };
-    AccountInfo { balance, nonce: 1, code_hash: bc.hash_slow(), code: Some(bc), ..Default::default() }
+    let bc = if code.is_empty() {
+        Bytecode::new()
+    } else {
+        Bytecode::new_legacy(Bytes::copy_from_slice(code))
+    };
+    AccountInfo {
+        balance,
+        nonce: 1,
+        code_hash: bc.hash_slow(),
+        code: Some(bc),
+        ..Default::default()
+    }
 }
 
 impl Setup {
@@ -279,24 +328,40 @@ impl Setup {
         let eth = U256::from(10u64).pow(U256::from(18));
         db.insert_account_info(
             CALLER,
-            AccountInfo { balance: eth * U256::from(1_000_000_000u64), ..Default::default() },
+            AccountInfo {
+                balance: eth * U256::from(1_000_000_000u64),
+                ..Default::default()
+            },
         );
         let target = code_info(code, eth);
         let target_hash = target.code_hash;
         db.insert_account_info(TARGET, target);
         for (k, v) in TARGET_STORAGE {
-            db.insert_account_storage(TARGET, k, v).expect("in-memory db");
+            db.insert_account_storage(TARGET, k, v)
+                .expect("in-memory db");
         }
         for (addr, code) in helper_codes(spec) {
             db.insert_account_info(addr, code_info(&code, U256::from(1000u64)));
         }
-        db.insert_account_storage(LOGGER, U256::from(1), U256::from(5)).expect("in-memory db");
-        db.insert_account_info(EMPTY, AccountInfo { balance: U256::from(1), ..Default::default() });
+        db.insert_account_storage(LOGGER, U256::from(1), U256::from(5))
+            .expect("in-memory db");
+        db.insert_account_info(
+            EMPTY,
+            AccountInfo {
+                balance: U256::from(1),
+                ..Default::default()
+            },
+        );
         if spec.is_enabled_in(SpecId::PRAGUE) {
             let bc = Bytecode::new_eip7702(RETURNER);
             db.insert_account_info(
                 DELEGATED,
-                AccountInfo { balance: U256::from(3), code_hash: bc.hash_slow(), code: Some(bc), ..Default::default() },
+                AccountInfo {
+                    balance: U256::from(3),
+                    code_hash: bc.hash_slow(),
+                    code: Some(bc),
+                    ..Default::default()
+                },
             );
         }
         let mut block = BlockEnv {
@@ -315,7 +380,12 @@ impl Setup {
             BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN
         };
         block.set_blob_excess_gas_and_price(10_000_000, fraction);
-        Self { spec, db, block, target_hash }
+        Self {
+            spec,
+            db,
+            block,
+            target_hash,
+        }
     }
 
     /// The configuration (see the module docs).
@@ -346,8 +416,14 @@ impl Setup {
         if spec.is_enabled_in(SpecId::BERLIN) {
             tx.tx_type = 1;
             tx.access_list = vec![
-                revm::context::transaction::AccessListItem { address: RETURNER, storage_keys: vec![] },
-                revm::context::transaction::AccessListItem { address: TARGET, storage_keys: vec![B256::with_last_byte(2)] },
+                revm::context::transaction::AccessListItem {
+                    address: RETURNER,
+                    storage_keys: vec![],
+                },
+                revm::context::transaction::AccessListItem {
+                    address: TARGET,
+                    storage_keys: vec![B256::with_last_byte(2)],
+                },
             ]
             .into();
         }
@@ -376,18 +452,52 @@ impl Setup {
         provider: P,
     ) -> Result<Outcome, String> {
         if entry == Entry::Static && !self.spec.is_enabled_in(SpecId::BYZANTIUM) {
-            return Err(format!("static entry needs Byzantium (spec {:?})", self.spec));
+            return Err(format!(
+                "static entry needs Byzantium (spec {:?})",
+                self.spec
+            ));
         }
-        let ctx = Context::mainnet().with_db(self.db.clone()).with_block(self.block.clone()).with_cfg(self.cfg());
+        let ctx = Context::mainnet()
+            .with_db(self.db.clone())
+            .with_block(self.block.clone())
+            .with_cfg(self.cfg());
         let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
-        let result =
-            evm.transact(self.tx(calldata, gas_limit, entry)).map_err(|e| format!("transaction error: {e:?}"))?;
+        let result = evm
+            .transact(self.tx(calldata, gas_limit, entry))
+            .map_err(|e| format!("transaction error: {e:?}"))?;
         Ok(Outcome {
             result,
             native_runs: evm.stats.native_runs.get(),
             interpreted_runs: evm.stats.interpreted_runs.get(),
         })
     }
+}
+
+thread_local! {
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err(message)`. The panic is not printed (a panic hook
+/// installed once skips panics raised inside this function and forwards all others).
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                default(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(non-string panic payload)".to_string())
+    })
 }
 
 thread_local! {
@@ -401,7 +511,8 @@ fn compiled_helpers(spec: SpecId, opt: OptLevel) -> Result<Rc<JitRegistry>, Stri
     }
     let mut reg = JitRegistry::new(opt).map_err(|e| format!("JIT init: {e}"))?;
     for (addr, code) in helper_codes(spec) {
-        reg.compile(&code, spec).map_err(|e| format!("helper {addr} does not compile for {spec:?}: {e}"))?;
+        reg.compile(&code, spec)
+            .map_err(|e| format!("helper {addr} does not compile for {spec:?}: {e}"))?;
     }
     let reg = Rc::new(reg);
     HELPERS.with(|h| h.borrow_mut().insert((spec, opt), reg.clone()));
@@ -474,7 +585,14 @@ impl Checker {
             .compile(code, spec)
             .map_err(|e| format!("compile error: {e}"))?
             .unwrap_or_default();
-        Ok(Self { setup: Setup::new(code, spec), code: code.to_vec(), opt, stats, target, helpers })
+        Ok(Self {
+            setup: Setup::new(code, spec),
+            code: code.to_vec(),
+            opt,
+            stats,
+            target,
+            helpers,
+        })
     }
 
     /// Fork.
@@ -496,7 +614,10 @@ impl Checker {
             target_hits: Cell::new(0),
         };
         let outcome = self.setup.run(calldata, gas_limit, entry, &p)?;
-        Ok(JitOutcome { outcome, target_native_runs: p.target_hits.get() })
+        Ok(JitOutcome {
+            outcome,
+            target_native_runs: p.target_hits.get(),
+        })
     }
 
     /// Runs both engines and describes every difference; returns the interpreter's result
@@ -504,10 +625,18 @@ impl Checker {
     ///
     /// Beyond [`exec::diff`], the number of frame runs must match, and the program must have run
     /// natively whenever the interpreter entered it (always for [`Entry::Direct`] with
-    /// non-empty code).
-    pub fn check(&self, calldata: &[u8], gas_limit: u64, entry: Entry) -> Result<Result<Outcome, String>, String> {
-        let i = self.interp(calldata, gas_limit, entry);
-        let j = self.jit(calldata, gas_limit, entry);
+    /// non-empty code). A panic in either run is caught and reported as a difference
+    /// (`JIT run panicked: ...`).
+    pub fn check(
+        &self,
+        calldata: &[u8],
+        gas_limit: u64,
+        entry: Entry,
+    ) -> Result<Result<Outcome, String>, String> {
+        let i = catch_panic(|| self.interp(calldata, gas_limit, entry))
+            .map_err(|p| format!("interpreter run panicked: {p}\n"))?;
+        let j = catch_panic(|| self.jit(calldata, gas_limit, entry))
+            .map_err(|p| format!("JIT run panicked: {p}\n"))?;
         match (i, j) {
             (Err(a), Err(b)) if a == b => Ok(Err(a)),
             (Err(a), Err(b)) => Err(format!("transaction errors differ: {a} vs {b}")),
@@ -515,7 +644,10 @@ impl Checker {
             (Ok(_), Err(b)) => Err(format!("interpreter: executed; JIT: {b}")),
             (Ok(i), Ok(j)) => {
                 let mut d = exec::diff(&i.result, &j.outcome.result);
-                let (fi, fj) = (i.interpreted_runs, j.outcome.native_runs + j.outcome.interpreted_runs);
+                let (fi, fj) = (
+                    i.interpreted_runs,
+                    j.outcome.native_runs + j.outcome.interpreted_runs,
+                );
                 if fi != fj {
                     d.push_str(&format!("frame runs: {fi} vs {fj}\n"));
                 }
@@ -560,14 +692,24 @@ pub fn run_program(
     mode: ExecMode,
 ) -> Result<Outcome, String> {
     match mode {
-        ExecMode::Interp => Setup::new(code, spec).run(calldata, gas_limit, Entry::Direct, NoNative),
-        ExecMode::Jit(opt) => Ok(Checker::new(code, spec, opt)?.jit(calldata, gas_limit, Entry::Direct)?.outcome),
+        ExecMode::Interp => {
+            Setup::new(code, spec).run(calldata, gas_limit, Entry::Direct, NoNative)
+        }
+        ExecMode::Jit(opt) => Ok(Checker::new(code, spec, opt)?
+            .jit(calldata, gas_limit, Entry::Direct)?
+            .outcome),
     }
 }
 
 /// Compiles `code` at `opt`, runs it in both engines (called directly) and returns `Err` with
 /// the differences (see [`Checker::check`]) and a reproduction line.
-pub fn compare(code: &[u8], calldata: &[u8], spec: SpecId, gas_limit: u64, opt: OptLevel) -> Result<(), String> {
+pub fn compare(
+    code: &[u8],
+    calldata: &[u8],
+    spec: SpecId,
+    gas_limit: u64,
+    opt: OptLevel,
+) -> Result<(), String> {
     compare_entry(code, calldata, spec, gas_limit, opt, Entry::Direct)
 }
 
@@ -580,7 +722,13 @@ pub fn compare_entry(
     opt: OptLevel,
     entry: Entry,
 ) -> Result<(), String> {
-    let c = Checker::new(code, spec, opt)
-        .map_err(|e| format!("{e}\nspec {spec:?} opt {opt:?} code 0x{}", hex::encode(code)))?;
-    c.check(calldata, gas_limit, entry).map(|_| ()).map_err(|d| format!("{d}{}", c.repro(calldata, gas_limit, entry)))
+    let c = Checker::new(code, spec, opt).map_err(|e| {
+        format!(
+            "{e}\nspec {spec:?} opt {opt:?} code 0x{}",
+            hex::encode(code)
+        )
+    })?;
+    c.check(calldata, gas_limit, entry)
+        .map(|_| ())
+        .map_err(|d| format!("{d}{}", c.repro(calldata, gas_limit, entry)))
 }
