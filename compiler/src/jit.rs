@@ -33,6 +33,24 @@ pub struct CompileStats {
     pub total_time: Duration,
     /// Bytecode length.
     pub code_len: usize,
+    /// Optimisation level actually used (lower than requested for very large contracts; see
+    /// [`LARGE_CONTRACT_SECTIONS`]).
+    pub effective_opt: OptLevel,
+}
+
+/// Contracts with more reachable gas/stack sections than this are compiled at `O0`: LLVM's
+/// optimising pipeline and register allocator grow superlinearly with function size (a
+/// 24,576-byte run of JUMPDESTs takes minutes at `O2`, under 3 s at `O0`). Seaport, the
+/// largest real contract in the benchmark set, has 2,603 sections.
+pub const LARGE_CONTRACT_SECTIONS: usize = 3_000;
+
+/// The optimisation level used for `a` when `requested` is asked for.
+pub fn effective_opt(a: &Analysis, requested: OptLevel) -> OptLevel {
+    if a.stats().sections > LARGE_CONTRACT_SECTIONS {
+        OptLevel::O0
+    } else {
+        requested
+    }
 }
 
 /// A compiled module kept alive for as long as its function may be called.
@@ -139,6 +157,7 @@ pub fn host_target_machine(opt: OptLevel) -> Result<TargetMachine, CompileError>
 /// Builds and optimises the IR module for `code`; returns the textual IR (for `ember ir`).
 pub fn emit_ir(code: &[u8], spec: SpecId, opt: OptLevel) -> Result<String, CompileError> {
     let a = crate::analyze(code, spec)?;
+    let opt = effective_opt(&a, opt);
     let cx = Context::create();
     let module = cx.create_module("ember");
     let tm = host_target_machine(opt)?;
@@ -222,20 +241,20 @@ impl JitCompiler {
         let t_start = Instant::now();
         let a = crate::analyze(code, spec)?;
         let analysis_time = t_start.elapsed();
+        let opt = effective_opt(&a, self.opt);
         let cx = Box::new(Context::create());
         // SAFETY: the context is boxed (stable address) and is dropped after the engine that
         // borrows it (field order of `JitModule`); nothing else keeps a borrow past this call.
         let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
         let module = cxr.create_module("ember");
-        let tm = host_target_machine(self.opt)?;
-        let (codegen_time, opt_time) =
-            build_module(cxr, &module, &a, "ember_contract", &tm, self.opt)?;
+        let tm = host_target_machine(opt)?;
+        let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, opt)?;
         if self.dump_ir {
             eprintln!("{}", module.print_to_string().to_string());
         }
         let t_emit = Instant::now();
         let ee = module
-            .create_jit_execution_engine(codegen_opt(self.opt))
+            .create_jit_execution_engine(codegen_opt(opt))
             .map_err(|e| CompileError::Llvm(e.to_string()))?;
         let addr = ee
             .get_function_address("ember_contract")
@@ -253,6 +272,7 @@ impl JitCompiler {
             emit_time,
             total_time: t_start.elapsed(),
             code_len: code.len(),
+            effective_opt: opt,
         };
         Ok((f, stats))
     }
