@@ -463,6 +463,12 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
             dirty: BTreeMap::new(),
         };
         for sec in &blk.sections {
+            if sec.stack_max > STACK_LIMIT as i64 || sec.stack_req > STACK_LIMIT {
+                // No entry height can satisfy this section: the check always fails, so the
+                // rest of the block is dead. Emitting it anyway is how a 24 KiB run of PC or
+                // DUP16 became one block with 24,000 live values.
+                return self.emit_always_failing_section(&vs, sec);
+            }
             self.emit_section_check(&mut vs, sec)?;
             for idx in sec.first..=sec.last {
                 let inst = &a.insts[idx];
@@ -555,6 +561,25 @@ impl<'a, 'ctx> FnCodegen<'a, 'ctx> {
         let gas = self.load_i64(self.gas_slot)?;
         self.store_ctx_i64(field::GAS_REMAINING, gas)?;
         self.ret_code(code)
+    }
+
+    /// A section whose stack bounds can never hold: hand it to the resolver directly.
+    fn emit_always_failing_section(&mut self, vs: &VStack<'ctx>, sec: &Section) -> R<()> {
+        let gas = self.load_i64(self.gas_slot)?;
+        let height = self.height(vs)?;
+        let safe = if vs.cur < 0 { height } else { vs.h };
+        self.store_ctx_i64(field::STACK_LEN, height)?;
+        self.store_ctx_i64(field::GAS_REMAINING, gas)?;
+        let first = self.a.insts[sec.first].pc as u64;
+        let last = self.a.insts[sec.last].pc as u64;
+        self.store_ctx_i64(
+            field::FAIL_SECTION,
+            self.i64t.const_int((first << 32) | last, false),
+        )?;
+        self.store_ctx_i64(field::FAIL_SAFE_LEN, safe)?;
+        let tail = self.fail_tail()?;
+        llvm(self.b.build_unconditional_branch(tail))?;
+        Ok(())
     }
 
     fn emit_section_check(&mut self, vs: &mut VStack<'ctx>, sec: &Section) -> R<()> {

@@ -44,36 +44,9 @@ use std::time::Instant;
 /// Known JIT/interpreter divergences, scoped out until fixed: (opcode byte, fork or `None` for
 /// all, substring of the case label, substring of the reported difference). Every entry names
 /// a reported bug; remove the entries when the bug is fixed.
-const KNOWN_DIVERGENCES: &[(u8, Option<SpecId>, &str, &str)] = &[
-    // D1: a CALL-family or CREATE-family opcode as the last byte of the code: when the frame
-    // resumes after the child returns (PC == code length), the native function returns
-    // FatalExternalError and revm panics in post_execution ("Encountered unexpected internal
-    // return flag: FatalExternalError"). The interpreter stops normally. Repro (any fork, O0):
-    // code 0x600060006000f0 (CREATE(0, 0, 0) at the end), gas 1_000_000.
-    (op::CALL, None, "at-end", D1),
-    (op::CALLCODE, None, "at-end", D1),
-    (op::DELEGATECALL, None, "at-end", D1),
-    (op::STATICCALL, None, "at-end", D1),
-    (op::CREATE, None, "at-end", D1),
-    (op::CREATE2, None, "at-end", D1),
-    // D2: LOG1..LOG4 with 2 <= stack < 2 + topics: revm pops offset/length, charges the log
-    // gas and memory expansion, and only then pops the topics, so it halts OutOfGas when those
-    // charges fail; the JIT checks all operands first and halts StackUnderflow. Gas used is
-    // the same (all of it). Repro (any fork): code 0x7fff..ff7fff..ffa1 (PUSH32 -1, PUSH32 -1,
-    // LOG1).
-    (op::LOG1, None, "short-max", D2),
-    (op::LOG2, None, "short-max", D2),
-    (op::LOG3, None, "short-max", D2),
-    (op::LOG4, None, "short-max", D2),
-    // D3: CREATE2 with exactly 3 stack items: revm pops value/offset/length and charges
-    // (or fails on) the init-code length and memory before popping the salt; the JIT halts
-    // StackUnderflow first. Repro (Petersburg on): PUSH32 -1 x3, CREATE2.
-    (op::CREATE2, None, "short-max", D2),
-];
-
-const D1: &str =
-    "JIT run panicked: Encountered unexpected internal return flag: FatalExternalError";
-const D2: &str = "halt reason: OutOfGas(InvalidOperand) vs StackUnderflow";
+// None at present: D1 (resume after a trailing CALL/CREATE) and D2/D3 (staged pops of
+// LOGn/CREATE2/CALL) were fixed; `tests/regressions.rs` keeps their reproductions.
+const KNOWN_DIVERGENCES: &[(u8, Option<SpecId>, &str, &str)] = &[];
 
 const DEFAULT_GAS: u64 = 1_000_000;
 /// Iterations of the stack-fill loop (the last 7 or 8 items are pushed straight-line).
