@@ -357,6 +357,7 @@ enum Leaf {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // test-only generator data
 enum Item {
     Leaf(Leaf),
     Loop { iters: u8, body: Vec<Leaf> },

@@ -137,18 +137,18 @@ fn programs() -> Vec<(String, Vec<u8>)> {
     taken.resize(SIZE, op::JUMPDEST);
     v.push(("JUMPDEST GAS PUSH2 random JUMPI x3510".into(), taken));
     // Deep DUP chains: 16 items, then DUP16 until the end (overflows at 1024 items).
-    let mut dups = vec![op::PUSH1, 1].repeat(16);
+    let mut dups = [op::PUSH1, 1].repeat(16);
     dups.resize(SIZE, op::DUP16);
     v.push(("PUSH1 x16 then DUP16 x24544".into(), dups));
     // DUP/POP pairs: the stack stays at 16 items for 12k instructions.
-    let mut duppop = vec![op::PUSH1, 1].repeat(16);
+    let mut duppop = [op::PUSH1, 1].repeat(16);
     while duppop.len() + 2 <= SIZE {
         duppop.extend_from_slice(&[op::DUP16, op::POP]);
     }
     duppop.resize(SIZE, op::STOP);
     v.push(("PUSH1 x16 then (DUP16 POP) x12272".into(), duppop));
     // SWAP chains: 17 items, then SWAP16 until the end.
-    let mut swaps = vec![op::PUSH1, 1].repeat(17);
+    let mut swaps = [op::PUSH1, 1].repeat(17);
     swaps.resize(SIZE, op::SWAP16);
     v.push(("PUSH1 x17 then SWAP16 x24542".into(), swaps));
     // Straight-line constant pushes with arithmetic: (PUSH1 c, ADD).

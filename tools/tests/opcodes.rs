@@ -785,7 +785,7 @@ fn test_fork(spec: SpecId) {
     let (mut runs, mut known, mut compile, mut compile_o2, mut worst) =
         (0, 0, 0.0, 0.0, (0.0, 0u8));
     for opc in 0..=255u8 {
-        let opt = if (opc as usize + fork_idx) % 8 == 0 {
+        let opt = if (opc as usize + fork_idx).is_multiple_of(8) {
             OptLevel::O2
         } else {
             OptLevel::O0
