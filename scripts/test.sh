@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 ensure_llvm
 ensure_cargo
 
+# CI runs the randomized differential test with a fixed seed so a landing is reproducible;
+# run it without EMBER_DIFF_SEED (or with another seed) to explore new programs.
+export EMBER_DIFF_SEED="${EMBER_DIFF_SEED:-20261121}"
 cargo test --workspace --release "$@"
