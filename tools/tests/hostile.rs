@@ -189,6 +189,78 @@ fn programs() -> Vec<(String, Vec<u8>)> {
         };
     }
     v.push(("random JUMPDEST/JUMP/JUMPI/PC/DUP1/PUSH1".into(), dense));
+    // Deep but legal stacks in one long block: 1008 constants (or DUPs) pushed then popped,
+    // again and again (no overflow, so nothing can be cut short).
+    let mut pcpop = Vec::new();
+    while pcpop.len() + 2016 <= SIZE {
+        pcpop.extend([op::PC].repeat(1008));
+        pcpop.extend([op::POP].repeat(1008));
+    }
+    v.push(("(PC x1008 then POP x1008) x12".into(), pcpop));
+    let mut duppop = [op::PUSH1, 1].repeat(16);
+    while duppop.len() + 2000 <= SIZE {
+        duppop.extend([op::DUP16].repeat(1000));
+        duppop.extend([op::POP].repeat(1000));
+    }
+    v.push((
+        "PUSH1 x16 then (DUP16 x1000 then POP x1000) x12".into(),
+        duppop,
+    ));
+    // Just under 3000 blocks (the compiler drops to O0 above some number of sections).
+    v.push(("jumpdest x2900".into(), vec![op::JUMPDEST; 2900]));
+    let mut chain = Vec::new();
+    for _ in 0..2900 {
+        let next = (chain.len() + 5) as u16;
+        chain.extend_from_slice(&[
+            op::JUMPDEST,
+            op::PUSH2,
+            (next >> 8) as u8,
+            next as u8,
+            op::JUMP,
+        ]);
+    }
+    v.push(("JUMPDEST PUSH2 next JUMP chain x2900".into(), chain));
+    let mut br = Vec::new();
+    for i in 0..2900usize {
+        let t = ((i * 7919) % 2900 * 7) as u16;
+        br.extend_from_slice(&[
+            op::JUMPDEST,
+            op::GAS,
+            op::PUSH2,
+            (t >> 8) as u8,
+            t as u8,
+            op::JUMPI,
+            op::JUMPDEST,
+        ]);
+    }
+    v.push(("JUMPDEST GAS PUSH2 random JUMPI x2900".into(), br));
+    // Stack overflow inside one block of constant pushes or DUPs (these once wrote past the
+    // 1024-word stack: heap corruption, "double free or corruption"), statically and after a
+    // loop has filled part of the stack.
+    v.push(("PUSH1 1 x1025".into(), [op::PUSH1, 1].repeat(1025)));
+    let mut dup1 = vec![op::CALLDATASIZE];
+    dup1.resize(1025, op::DUP1);
+    v.push(("CALLDATASIZE then DUP1 x1024".into(), dup1));
+    for fill in [500u16, 1000, 1023] {
+        // PUSH2 fill; loop: JUMPDEST PC SWAP1 PUSH1 1 SWAP1 SUB DUP1 PUSH2 loop JUMPI; POP
+        let mut f = vec![op::PUSH2, (fill >> 8) as u8, fill as u8];
+        f.extend_from_slice(&[
+            op::JUMPDEST,
+            op::PC,
+            op::SWAP1,
+            op::PUSH1,
+            1,
+            op::SWAP1,
+            op::SUB,
+        ]);
+        f.extend_from_slice(&[op::DUP1, op::PUSH2, 0, 3, op::JUMPI, op::POP]);
+        let mut pushes = f.clone();
+        pushes.extend([op::PUSH1, 1].repeat(600));
+        v.push((format!("loop-fill {fill} then PUSH1 1 x600"), pushes));
+        f.push(op::CALLDATASIZE);
+        f.extend([op::DUP1].repeat(600));
+        v.push((format!("loop-fill {fill} then CALLDATASIZE DUP1 x600"), f));
+    }
     v
 }
 
@@ -257,13 +329,35 @@ fn run_child(
         ])
         .env(WORKER_ENV, format!("{index}:{spec_index}:{opt:?}"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the worker");
+    // Drain both pipes while the child runs (a full pipe would block it).
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let t = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait().expect("wait for the worker") {
-            Some(_) => break,
+            Some(status) => break status,
             None if t.elapsed() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -271,20 +365,22 @@ fn run_child(
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
-    }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
     // libtest prints "test hostile_worker ... " on the same line first.
     let line = out
         .lines()
         .find_map(|l| l.split_once("HOSTILE-RESULT ").map(|(_, r)| r));
     let Some(line) = line else {
-        return Some((0.0, format!("worker crashed: {}", out.trim())));
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        return Some((0.0, format!("worker crashed ({status}): {last}")));
     };
     let (secs, outcome) = line.split_once(' ').unwrap_or((line, ""));
     Some((secs.parse().unwrap_or(0.0), outcome.to_string()))
