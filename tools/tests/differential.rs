@@ -11,12 +11,13 @@
 //! itself and to precompiles with random memory ranges, CREATE/CREATE2 with small init codes,
 //! raw random bytes, and a terminator (STOP, RETURN, REVERT, INVALID, SELFDESTRUCT, falling off
 //! the end). Forks: all of Frontier..Osaka; O0 and O2; direct calls and (from Byzantium)
-//! calls under STATICCALL.
+//! calls under STATICCALL, of any program (static-context violations) or of read-only ones
+//! (so the static call can succeed).
 //!
 //! Each program is compiled once and run with its random gas limit, then with a sweep of
 //! limits below what the interpreter spent (so out-of-gas is hit at many points).
 //!
-//! `EMBER_DIFF_CASES` sets the number of programs per test (default 750 in each of the two
+//! `EMBER_DIFF_CASES` sets the number of programs per test (default 2000 in each of the two
 //! tests), `EMBER_DIFF_SEED` fixes the seed (a random one is printed otherwise). Failures show
 //! the program hex, fork, optimisation level, gas limit, entry and the differences.
 
@@ -167,25 +168,36 @@ fn active(o: u8, spec: SpecId) -> bool {
     spec.is_enabled_in(first)
 }
 
-/// A weighted choice among the strategies whose opcode is active in `spec`.
+/// Opcodes that change state (not allowed under STATICCALL).
+fn writes_state(o: u8) -> bool {
+    matches!(
+        o,
+        op::SSTORE | op::TSTORE | op::LOG0..=op::LOG4 | op::CREATE | op::CREATE2 | op::SELFDESTRUCT
+    )
+}
+
+/// A weighted choice among the strategies whose opcode is active in `spec` (and, when
+/// `read_only`, does not change state).
 fn union_active<T: std::fmt::Debug + 'static>(
     spec: SpecId,
+    read_only: bool,
     v: Vec<(u32, u8, BoxedStrategy<T>)>,
 ) -> BoxedStrategy<T> {
     let v: Vec<(u32, BoxedStrategy<T>)> = v
         .into_iter()
-        .filter(|(_, o, _)| active(*o, spec))
+        .filter(|(_, o, _)| active(*o, spec) && !(read_only && writes_state(*o)))
         .map(|(w, _, s)| (w, s))
         .collect();
     proptest::strategy::Union::new_weighted(v).boxed()
 }
 
 /// Opcodes whose operands are generated explicitly, by kind (top of stack first).
-fn explicit(spec: SpecId) -> BoxedStrategy<(u8, Vec<U256>)> {
+fn explicit(spec: SpecId, read_only: bool) -> BoxedStrategy<(u8, Vec<U256>)> {
     let w = word;
     let with = |wt: u32, o: u8, s: Vec<BoxedStrategy<U256>>| (wt, o, (Just(o), s).boxed());
     union_active(
         spec,
+        read_only,
         vec![
             with(3, op::MLOAD, vec![offset()]),
             with(4, op::MSTORE, vec![offset(), w()]),
@@ -385,7 +397,9 @@ struct Case {
     calldata: Vec<u8>,
 }
 
-fn leaf(spec: SpecId) -> BoxedStrategy<Leaf> {
+/// A program item. `read_only` programs (for static entry) change no state, so that the
+/// STATICCALL can succeed; other programs under static entry exercise the violations.
+fn leaf(spec: SpecId, read_only: bool) -> BoxedStrategy<Leaf> {
     let target = prop_oneof![
         12 => any::<usize>().prop_map(Target::Label),
         1 => any::<u16>().prop_map(|p| Target::Pc(p % 512)),
@@ -403,39 +417,102 @@ fn leaf(spec: SpecId) -> BoxedStrategy<Leaf> {
     // Opcodes (and unassigned bytes) that are not valid in this fork.
     let inactive: Vec<u8> = (0..=255u8).filter(|o| !active(*o, spec)).collect();
     let create2 = spec.is_enabled_in(SpecId::PETERSBURG);
-    prop_oneof![
-        20 => word().prop_map(Leaf::Push),
-        14 => prop::sample::select(pick(STACK_OPS)).prop_map(Leaf::Stack),
-        4 => (1u8..=16).prop_map(Leaf::Dup),
-        4 => (1u8..=16).prop_map(Leaf::Swap),
-        8 => prop::sample::select(pick(ENV_OPS)).prop_map(Leaf::Env),
-        22 => explicit(spec).prop_map(|(o, a)| Leaf::Explicit(o, a)),
-        5 => (prop::sample::select(calls), call_gas(), address(), value(), mem)
-            .prop_map(|(op, gas, addr, value, mem)| Leaf::Call { op, gas, addr, value, mem }),
-        2 => (prop::bool::weighted(if create2 { 0.5 } else { 0.0 }), value(), 0..INIT_CODES.len(), word())
-            .prop_map(|(create2, value, init, salt)| Leaf::Create { create2, value, init, salt }),
-        5 => Just(Leaf::Label),
-        3 => (target, cond).prop_map(|(target, cond)| Leaf::Jump { target, cond }),
-        1 => prop::collection::vec(any::<u8>(), 1..6).prop_map(Leaf::Raw),
-        1 => prop::sample::select(inactive).prop_map(|o| Leaf::Raw(vec![o])),
-    ]
-    .boxed()
-}
-
-fn item(spec: SpecId) -> BoxedStrategy<Item> {
-    prop_oneof![
-        30 => leaf(spec).prop_map(Item::Leaf),
-        1 => (1u8..6, prop::collection::vec(leaf(spec), 1..10)).prop_map(|(iters, body)| Item::Loop { iters, body }),
-    ]
-    .boxed()
-}
-
-fn terminator(spec: SpecId) -> BoxedStrategy<Terminator> {
-    let revert = if spec.is_enabled_in(SpecId::BYZANTIUM) {
-        2
+    let call_value = if read_only {
+        Just(U256::ZERO).boxed()
     } else {
-        0
+        value()
     };
+    let mut v: Vec<(u32, BoxedStrategy<Leaf>)> = vec![
+        (20, word().prop_map(Leaf::Push).boxed()),
+        (
+            14,
+            prop::sample::select(pick(STACK_OPS))
+                .prop_map(Leaf::Stack)
+                .boxed(),
+        ),
+        (4, (1u8..=16).prop_map(Leaf::Dup).boxed()),
+        (4, (1u8..=16).prop_map(Leaf::Swap).boxed()),
+        (
+            8,
+            prop::sample::select(pick(ENV_OPS))
+                .prop_map(Leaf::Env)
+                .boxed(),
+        ),
+        (
+            22,
+            explicit(spec, read_only)
+                .prop_map(|(o, a)| Leaf::Explicit(o, a))
+                .boxed(),
+        ),
+        (
+            5,
+            (
+                prop::sample::select(calls),
+                call_gas(),
+                address(),
+                call_value,
+                mem,
+            )
+                .prop_map(|(op, gas, addr, value, mem)| Leaf::Call {
+                    op,
+                    gas,
+                    addr,
+                    value,
+                    mem,
+                })
+                .boxed(),
+        ),
+        (5, Just(Leaf::Label).boxed()),
+        (
+            3,
+            (target, cond)
+                .prop_map(|(target, cond)| Leaf::Jump { target, cond })
+                .boxed(),
+        ),
+        (
+            1,
+            prop::collection::vec(any::<u8>(), 1..6)
+                .prop_map(Leaf::Raw)
+                .boxed(),
+        ),
+        (
+            1,
+            prop::sample::select(inactive)
+                .prop_map(|o| Leaf::Raw(vec![o]))
+                .boxed(),
+        ),
+    ];
+    if !read_only {
+        v.push((
+            2,
+            (
+                prop::bool::weighted(if create2 { 0.5 } else { 0.0 }),
+                value(),
+                0..INIT_CODES.len(),
+                word(),
+            )
+                .prop_map(|(create2, value, init, salt)| Leaf::Create {
+                    create2,
+                    value,
+                    init,
+                    salt,
+                })
+                .boxed(),
+        ));
+    }
+    proptest::strategy::Union::new_weighted(v).boxed()
+}
+
+fn item(spec: SpecId, read_only: bool) -> BoxedStrategy<Item> {
+    prop_oneof![
+        30 => leaf(spec, read_only).prop_map(Item::Leaf),
+        1 => (1u8..6, prop::collection::vec(leaf(spec, read_only), 1..10))
+            .prop_map(|(iters, body)| Item::Loop { iters, body }),
+    ]
+    .boxed()
+}
+
+fn terminator(spec: SpecId, read_only: bool) -> BoxedStrategy<Terminator> {
     let mut v: Vec<(u32, BoxedStrategy<Terminator>)> = vec![
         (2, Just(Terminator::Stop).boxed()),
         (
@@ -445,13 +522,15 @@ fn terminator(spec: SpecId) -> BoxedStrategy<Terminator> {
                 .boxed(),
         ),
         (1, Just(Terminator::Invalid).boxed()),
-        (1, address().prop_map(Terminator::SelfDestruct).boxed()),
         (1, Just(Terminator::FallOff).boxed()),
         (1, any::<u8>().prop_map(Terminator::Byte).boxed()),
     ];
-    if revert > 0 {
+    if !read_only {
+        v.push((1, address().prop_map(Terminator::SelfDestruct).boxed()));
+    }
+    if spec.is_enabled_in(SpecId::BYZANTIUM) {
         v.push((
-            revert,
+            2,
             (offset(), length())
                 .prop_map(|(o, l)| Terminator::Revert(o, l))
                 .boxed(),
@@ -460,35 +539,50 @@ fn terminator(spec: SpecId) -> BoxedStrategy<Terminator> {
     proptest::strategy::Union::new_weighted(v).boxed()
 }
 
+/// How a case enters the program: directly, under STATICCALL (any program), or under
+/// STATICCALL with a read-only program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Direct,
+    Static,
+    StaticReadOnly,
+}
+
 fn case(specs: &'static [SpecId]) -> impl Strategy<Value = Case> {
-    prop::sample::select(specs).prop_flat_map(|spec| {
-        let gas = prop_oneof![
-            2 => 0u64..4_000,
-            2 => 4_000u64..200_000,
-            3 => 200_000u64..3_000_000,
-        ];
-        (
-            prop::collection::vec(item(spec), 1..48),
-            terminator(spec),
-            prop::bool::weighted(0.3),
-            prop::bool::weighted(if spec.is_enabled_in(SpecId::BYZANTIUM) {
-                0.15
-            } else {
-                0.0
-            }),
-            gas,
-            prop::collection::vec(any::<u8>(), 0..70),
-        )
-            .prop_map(move |(items, term, o2, static_entry, gas, calldata)| Case {
-                items,
-                term,
-                spec,
-                o2,
-                static_entry,
+    let via = |spec: SpecId| {
+        if spec.is_enabled_in(SpecId::BYZANTIUM) {
+            prop_oneof![16 => Just(Via::Direct), 1 => Just(Via::Static), 2 => Just(Via::StaticReadOnly)]
+                .boxed()
+        } else {
+            Just(Via::Direct).boxed()
+        }
+    };
+    prop::sample::select(specs)
+        .prop_flat_map(move |spec| (Just(spec), via(spec)))
+        .prop_flat_map(|(spec, via)| {
+            let read_only = via == Via::StaticReadOnly;
+            let gas = prop_oneof![
+                2 => 0u64..4_000,
+                2 => 4_000u64..200_000,
+                3 => 200_000u64..3_000_000,
+            ];
+            (
+                prop::collection::vec(item(spec, read_only), 1..48),
+                terminator(spec, read_only),
+                prop::bool::weighted(0.3),
                 gas,
-                calldata,
-            })
-    })
+                prop::collection::vec(any::<u8>(), 0..70),
+            )
+                .prop_map(move |(items, term, o2, gas, calldata)| Case {
+                    items,
+                    term,
+                    spec,
+                    o2,
+                    static_entry: via != Via::Direct,
+                    gas,
+                    calldata,
+                })
+        })
 }
 
 /// Stack inputs of the stack-only opcodes.
@@ -809,7 +903,7 @@ fn cases() -> u32 {
     std::env::var("EMBER_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(750)
+        .unwrap_or(2000)
 }
 
 fn seed() -> u64 {
