@@ -31,7 +31,7 @@
 //! before it. From Byzantium on, cases are also run under a STATICCALL from a wrapper.
 //!
 //! Every fork is its own `#[test]` so they run in parallel. Most programs are compiled at O0
-//! (cheap to compile); one in eight at O2. `EMBER_OPCODES_TRACE=<mnemonic>` prints every run of
+//! (cheap to compile); one in four at O2. `EMBER_OPCODES_TRACE=<mnemonic>` prints every run of
 //! that opcode (case, entry, gas limit, status, gas spent, output).
 
 use ember_compiler::OptLevel;
@@ -785,7 +785,7 @@ fn test_fork(spec: SpecId) {
     let (mut runs, mut known, mut compile, mut compile_o2, mut worst) =
         (0, 0, 0.0, 0.0, (0.0, 0u8));
     for opc in 0..=255u8 {
-        let opt = if (opc as usize + fork_idx).is_multiple_of(8) {
+        let opt = if (opc as usize + fork_idx).is_multiple_of(4) {
             OptLevel::O2
         } else {
             OptLevel::O0
