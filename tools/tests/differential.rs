@@ -971,3 +971,50 @@ fn differential_frontier_to_istanbul() {
 fn differential_berlin_to_osaka() {
     run_differential("berlin..osaka", &NEW_SPECS, 0x9e37_79b9);
 }
+
+/// Deep recursion: the program CALLs itself with (almost) all its gas and returns how many
+/// nested calls succeeded. Before EIP-150 (Tangerine) this reaches the 1024-frame depth limit;
+/// later the 63/64 rule runs it out of gas first. Every frame runs natively.
+#[test]
+fn deep_recursion() {
+    let mut a = Asm::new();
+    // CALL(GAS - 800, ADDRESS, 0, 0, 0, 0, 32): the child's answer lands in memory[0..32].
+    a.push_u64(32)
+        .push_u64(0)
+        .push_u64(0)
+        .push_u64(0)
+        .push_u64(0)
+        .op(&[op::ADDRESS]);
+    a.push_u64(800).op(&[op::GAS, op::SUB, op::CALL]);
+    // answer = child's answer + (1 if the call succeeded)
+    a.push_u64(0)
+        .op(&[op::MLOAD, op::ADD])
+        .push_u64(0)
+        .op(&[op::MSTORE]);
+    a.push_u64(32).push_u64(0).op(&[op::RETURN]);
+    let code = a.finish();
+    for spec in program::SPECS {
+        for opt in [OptLevel::O0, OptLevel::O2] {
+            program::compare(&code, &[], spec, program::BLOCK_GAS_LIMIT, opt)
+                .unwrap_or_else(|e| panic!("{spec:?} {opt:?}: {e}"));
+        }
+        let out = program::run_program(
+            &code,
+            &[],
+            spec,
+            program::BLOCK_GAS_LIMIT,
+            program::ExecMode::Interp,
+        )
+        .unwrap();
+        let depth = U256::from_be_slice(out.result.result.output().unwrap());
+        if !spec.is_enabled_in(SpecId::TANGERINE) {
+            assert_eq!(
+                depth,
+                u(1024),
+                "{spec:?}: nested calls up to the depth limit"
+            );
+        } else {
+            assert!(depth > u(100), "{spec:?}: only {depth} nested calls");
+        }
+    }
+}
