@@ -14,6 +14,7 @@ use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, Targe
 use inkwell::OptimizationLevel;
 use revm::primitives::{hardfork::SpecId, keccak256, B256};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What one compilation did and cost.
@@ -59,6 +60,13 @@ struct JitModule {
     _ee: ExecutionEngine<'static>,
     _cx: Box<Context>,
 }
+
+// SAFETY: a `JitModule` is only kept alive (never used to compile again) once built; its
+// execution engine and context are owned exclusively by it (the module handle that shared the
+// engine's reference count is dropped in `compile_one`), and LLVM allows a context and its
+// engine to be destroyed on a thread other than the one that created them as long as no other
+// thread uses them at the same time, which exclusive ownership guarantees.
+unsafe impl Send for JitModule {}
 
 /// Compiles contracts to native functions in memory.
 pub struct JitCompiler {
@@ -238,43 +246,164 @@ impl JitCompiler {
         code: &[u8],
         spec: SpecId,
     ) -> Result<(NativeFn, CompileStats), CompileError> {
-        let t_start = Instant::now();
-        let a = crate::analyze(code, spec)?;
-        let analysis_time = t_start.elapsed();
-        let opt = effective_opt(&a, self.opt);
-        let cx = Box::new(Context::create());
-        // SAFETY: the context is boxed (stable address) and is dropped after the engine that
-        // borrows it (field order of `JitModule`); nothing else keeps a borrow past this call.
-        let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
-        let module = cxr.create_module("ember");
-        let tm = host_target_machine(opt)?;
-        let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, opt)?;
-        if self.dump_ir {
-            eprintln!("{}", module.print_to_string().to_string());
-        }
-        let t_emit = Instant::now();
-        let ee = module
-            .create_jit_execution_engine(codegen_opt(opt))
-            .map_err(|e| CompileError::Llvm(e.to_string()))?;
-        let addr = ee
-            .get_function_address("ember_contract")
-            .map_err(|e| CompileError::Llvm(e.to_string()))?;
-        let emit_time = t_emit.elapsed();
-        // SAFETY: the address is the JIT-compiled `i8 (ptr)` function generated above, which
-        // has exactly the `NativeFn` ABI; it lives as long as the module kept in `self`.
-        let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
-        self.modules.push(JitModule { _ee: ee, _cx: cx });
-        let stats = CompileStats {
-            analysis: a.stats(),
-            analysis_time,
-            codegen_time,
-            opt_time,
-            emit_time,
-            total_time: t_start.elapsed(),
-            code_len: code.len(),
-            effective_opt: opt,
-        };
+        let (f, module, stats) = compile_one(code, spec, self.opt, self.dump_ir)?;
+        self.modules.push(module);
         Ok((f, stats))
+    }
+}
+
+/// Compiles one contract into its own context, module and execution engine.
+fn compile_one(
+    code: &[u8],
+    spec: SpecId,
+    requested: OptLevel,
+    dump_ir: bool,
+) -> Result<(NativeFn, JitModule, CompileStats), CompileError> {
+    let t_start = Instant::now();
+    let a = crate::analyze(code, spec)?;
+    let analysis_time = t_start.elapsed();
+    let opt = effective_opt(&a, requested);
+    let cx = Box::new(Context::create());
+    // SAFETY: the context is boxed (stable address) and is dropped after the engine that
+    // borrows it (field order of `JitModule`); nothing else keeps a borrow past this call.
+    let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
+    let module = cxr.create_module("ember");
+    let tm = host_target_machine(opt)?;
+    let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, opt)?;
+    if dump_ir {
+        eprintln!("{}", module.print_to_string().to_string());
+    }
+    let t_emit = Instant::now();
+    let ee = module
+        .create_jit_execution_engine(codegen_opt(opt))
+        .map_err(|e| CompileError::Llvm(e.to_string()))?;
+    let addr = ee
+        .get_function_address("ember_contract")
+        .map_err(|e| CompileError::Llvm(e.to_string()))?;
+    let emit_time = t_emit.elapsed();
+    // SAFETY: the address is the JIT-compiled `i8 (ptr)` function generated above, which
+    // has exactly the `NativeFn` ABI; it lives as long as the returned module.
+    let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
+    // The module handle is dropped here; the engine owns the module from now on.
+    drop(module);
+    let stats = CompileStats {
+        analysis: a.stats(),
+        analysis_time,
+        codegen_time,
+        opt_time,
+        emit_time,
+        total_time: t_start.elapsed(),
+        code_len: code.len(),
+        effective_opt: opt,
+    };
+    Ok((f, JitModule { _ee: ee, _cx: cx }, stats))
+}
+
+/// Outcome of one cached compilation: the function, or why the contract was not compiled.
+type CacheSlot = Arc<OnceLock<Result<NativeFn, String>>>;
+
+/// Counters of a [`JitCache`].
+#[derive(Clone, Debug, Default)]
+pub struct JitCacheStats {
+    /// Contracts compiled.
+    pub compiled: usize,
+    /// Contracts that failed to compile (they run in the interpreter).
+    pub failed: usize,
+    /// Sum of compile times (across threads, so it can exceed wall time).
+    pub compile_time: Duration,
+    /// Slowest single compilation and its bytecode length.
+    pub slowest: Option<(Duration, usize)>,
+}
+
+/// A thread-safe JIT cache: each (code hash, spec) is compiled at most once, by the first
+/// thread that asks; other threads asking for the same key wait for that result. Compilations
+/// of different keys run in parallel (each has its own LLVM context). Implements
+/// [`NativeProvider`] for every thread.
+pub struct JitCache {
+    opt: OptLevel,
+    slots: Mutex<HashMap<(B256, SpecId), CacheSlot>>,
+    modules: Mutex<Vec<JitModule>>,
+    stats: Mutex<JitCacheStats>,
+    failures: Mutex<Vec<(B256, SpecId, usize, String)>>,
+}
+
+impl std::fmt::Debug for JitCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitCache")
+            .field("opt", &self.opt)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data in a consistent state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JitCache {
+    /// An empty cache compiling at `opt`.
+    pub fn new(opt: OptLevel) -> Result<Self, CompileError> {
+        init_llvm()?;
+        Ok(Self {
+            opt,
+            slots: Mutex::new(HashMap::new()),
+            modules: Mutex::new(Vec::new()),
+            stats: Mutex::new(JitCacheStats::default()),
+            failures: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Optimisation level in use.
+    pub fn opt_level(&self) -> OptLevel {
+        self.opt
+    }
+
+    /// The function for `code` (whose keccak256 is `hash`) under `spec`, compiling it on first
+    /// request. A contract that cannot be compiled yields the reason, once per key.
+    pub fn get_or_compile(
+        &self,
+        hash: B256,
+        code: &[u8],
+        spec: SpecId,
+    ) -> Result<NativeFn, String> {
+        let slot = lock(&self.slots).entry((hash, spec)).or_default().clone();
+        slot.get_or_init(|| match compile_one(code, spec, self.opt, false) {
+            Ok((f, module, st)) => {
+                lock(&self.modules).push(module);
+                let mut s = lock(&self.stats);
+                s.compiled += 1;
+                s.compile_time += st.total_time;
+                if s.slowest.is_none_or(|(t, _)| st.total_time > t) {
+                    s.slowest = Some((st.total_time, code.len()));
+                }
+                Ok(f)
+            }
+            Err(e) => {
+                lock(&self.stats).failed += 1;
+                let msg = e.to_string();
+                lock(&self.failures).push((hash, spec, code.len(), msg.clone()));
+                Err(msg)
+            }
+        })
+        .clone()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JitCacheStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Contracts that failed to compile: code hash, spec, bytecode length, reason.
+    pub fn failures(&self) -> Vec<(B256, SpecId, usize, String)> {
+        lock(&self.failures).clone()
+    }
+}
+
+impl NativeProvider for JitCache {
+    fn native_fn(&self, code_hash: &B256, spec: SpecId) -> Option<NativeFn> {
+        let slot = lock(&self.slots).get(&(*code_hash, spec)).cloned()?;
+        slot.get().and_then(|r| r.as_ref().ok().copied())
     }
 }
 

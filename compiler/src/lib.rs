@@ -9,7 +9,7 @@ pub mod codegen;
 pub mod jit;
 
 pub use analysis::{Analysis, AnalysisStats};
-pub use jit::{CompileStats, JitCompiler, JitRegistry};
+pub use jit::{CompileStats, JitCache, JitCacheStats, JitCompiler, JitRegistry};
 use revm::primitives::hardfork::SpecId;
 
 /// Largest bytecode Ember compiles: EIP-7907's 48 KiB initcode bound covers every deployable

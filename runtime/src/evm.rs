@@ -14,14 +14,14 @@ use revm::handler::instructions::EthInstructions;
 use revm::handler::{
     evm::{ContextDbError, FrameInitResult, FrameTr},
     EthFrame, EthPrecompiles, EvmTr, ExecuteCommitEvm, ExecuteEvm, FrameInitOrResult, Handler,
-    MainnetEvm, MainnetHandler,
+    MainnetEvm, MainnetHandler, SystemCallCommitEvm, SystemCallEvm, SystemCallTx,
 };
 use revm::interpreter::{
     interpreter::EthInterpreter,
     interpreter_types::{Jumps, LoopControl},
     InterpreterAction,
 };
-use revm::primitives::{hardfork::SpecId, B256};
+use revm::primitives::{hardfork::SpecId, Address, Bytes, B256};
 use revm::state::EvmState;
 
 /// Answers "native function for this code hash and spec, if any". Implemented by the JIT
@@ -62,6 +62,35 @@ pub struct ExecStats {
     pub interpreted_runs: Cell<u64>,
 }
 
+/// The state of a frame at the end of one `frame_run` (when it returns, halts, or suspends at a
+/// CALL/CREATE). Recorded by [`EmberEvm`] when [`EmberEvm::record_frames`] is on, so that a
+/// native run and an interpreter run of the same transaction can be compared segment by
+/// segment: both suspend at exactly the same points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameRecord {
+    /// Call depth (0 for the transaction's frame).
+    pub depth: usize,
+    /// Code hash of the frame's bytecode (zero when unknown).
+    pub code_hash: B256,
+    /// Whether this segment ran native code.
+    pub native: bool,
+    /// Program counter where the segment stopped (after a suspending CALL/CREATE: the next
+    /// instruction).
+    pub pc: usize,
+    /// Gas remaining.
+    pub gas_remaining: u64,
+    /// Gas refund counter.
+    pub gas_refunded: i64,
+    /// The operand stack, bottom first.
+    pub stack: Vec<revm::primitives::U256>,
+    /// Memory size in bytes.
+    pub memory_len: usize,
+    /// keccak256 of memory.
+    pub memory_hash: B256,
+    /// What the frame asked for: `call`, `create`, `return (<result>)`.
+    pub action: String,
+}
+
 /// revm's mainnet EVM with Ember's native-code hook.
 ///
 /// ```ignore
@@ -77,6 +106,9 @@ pub struct EmberEvm<CTX, P> {
     pub provider: P,
     /// Frame-run counters.
     pub stats: ExecStats,
+    /// When `Some`, every `frame_run` appends a [`FrameRecord`] (debugging divergences; costs
+    /// a stack copy and a memory hash per segment).
+    pub record_frames: Option<Vec<FrameRecord>>,
 }
 
 impl<CTX, P> EmberEvm<CTX, P> {
@@ -86,6 +118,7 @@ impl<CTX, P> EmberEvm<CTX, P> {
             inner,
             provider,
             stats: ExecStats::default(),
+            record_frames: None,
         }
     }
 }
@@ -196,6 +229,7 @@ where
             .bytecode
             .hash()
             .and_then(|h| self.provider.native_fn(&h, spec));
+        let is_native = native.is_some();
         let action = match native {
             Some(f) => {
                 self.stats.native_runs.set(self.stats.native_runs.get() + 1);
@@ -214,6 +248,29 @@ where
                 )
             }
         };
+        if let Some(records) = self.record_frames.as_mut() {
+            use revm::interpreter::interpreter_types::MemoryTr;
+            let it = &frame.interpreter;
+            let mem = it.memory.slice(0..it.memory.size());
+            records.push(FrameRecord {
+                depth: frame.depth,
+                code_hash: it.bytecode.hash().unwrap_or_default(),
+                native: is_native,
+                pc: it.bytecode.pc(),
+                gas_remaining: it.gas.remaining(),
+                gas_refunded: it.gas.refunded(),
+                stack: it.stack.data().clone(),
+                memory_len: mem.len(),
+                memory_hash: revm::primitives::keccak256(&*mem),
+                action: match &action {
+                    InterpreterAction::NewFrame(revm::interpreter::FrameInput::Create(_)) => {
+                        "create".to_string()
+                    }
+                    InterpreterAction::NewFrame(_) => "call".to_string(),
+                    InterpreterAction::Return(r) => format!("return ({:?})", r.result),
+                },
+            });
+        }
         frame.process_next_action(context, action).inspect(|i| {
             if i.is_result() {
                 frame.set_finished(true);
@@ -273,6 +330,46 @@ where
 {
     fn commit(&mut self, state: Self::State) {
         self.inner.ctx.db_mut().commit(state);
+    }
+}
+
+impl<CTX, P> SystemCallEvm for EmberEvm<CTX, P>
+where
+    CTX: ContextTr<Journal: JournalTr<State = EvmState>, Tx: SystemCallTx> + ContextSetters,
+    P: NativeProvider,
+{
+    fn system_call_one_with_caller(
+        &mut self,
+        caller: Address,
+        system_contract_address: Address,
+        data: Bytes,
+    ) -> Result<Self::ExecutionResult, Self::Error> {
+        self.inner.ctx.set_tx(CTX::Tx::new_system_tx_with_caller(
+            caller,
+            system_contract_address,
+            data,
+        ));
+        MainnetHandler::default().run_system_call(self)
+    }
+}
+
+impl<CTX, P> SystemCallCommitEvm for EmberEvm<CTX, P>
+where
+    CTX: ContextTr<Journal: JournalTr<State = EvmState>, Db: DatabaseCommit, Tx: SystemCallTx>
+        + ContextSetters,
+    P: NativeProvider,
+{
+    fn system_call_with_caller_commit(
+        &mut self,
+        caller: Address,
+        system_contract_address: Address,
+        data: Bytes,
+    ) -> Result<Self::ExecutionResult, Self::Error> {
+        self.system_call_with_caller(caller, system_contract_address, data)
+            .map(|output| {
+                self.inner.ctx.db_mut().commit(output.state);
+                output.result
+            })
     }
 }
 

@@ -10,5 +10,5 @@ pub mod evm;
 pub mod opcodes;
 
 pub use abi::{EvmContext, NativeFn};
-pub use evm::{EmberEvm, ExecStats, NativeProvider, NoNative};
+pub use evm::{EmberEvm, ExecStats, FrameRecord, NativeProvider, NoNative};
 pub use revm;

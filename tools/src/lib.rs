@@ -2,6 +2,7 @@
 //! shared by the CLI, tests and benchmarks.
 
 pub mod bench;
+pub mod conformance;
 pub mod embedded;
 pub mod exec;
 pub mod fixture;

@@ -76,6 +76,22 @@ enum Cmd {
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
     },
+    /// Run GeneralStateTests-format files (directories recursively) in interp/JIT modes.
+    ///
+    /// Checks every case's post-state root, logs hash and expected exception; prints
+    /// `N passed, M failed, K skipped` and exits non-zero on any failure.
+    Statetest {
+        #[command(flatten)]
+        args: ConformanceArgs,
+    },
+    /// Run BlockchainTests-format files (directories recursively) in interp/JIT modes.
+    ///
+    /// Checks every block's gas used and state root, expected-invalid blocks,
+    /// `lastblockhash` and `postState`.
+    Blocktest {
+        #[command(flatten)]
+        args: ConformanceArgs,
+    },
     /// Print Ember's analysis of a contract: blocks, gas/stack sections, resolved jumps, stats.
     Analyze {
         /// Hex bytecode (0x optional), a file holding hex or raw bytes, a fixture JSON, or -.
@@ -95,6 +111,94 @@ enum Cmd {
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
     },
+}
+
+/// Options shared by `statetest` and `blocktest`.
+#[derive(clap::Args)]
+struct ConformanceArgs {
+    /// Test files or directories (searched recursively for *.json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Execution mode(s): `all` runs interp, then jit (then aot, once available).
+    #[arg(long, value_enum, default_value = "all")]
+    mode: ModeArg,
+    /// Worker threads (default: available cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Only tests whose file path or test name contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Write the full JSON report (every failure, skip and file error) to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// On a compiled-mode failure that passes in the interpreter, locate the first diverging
+    /// frame (gas, stack, memory) and print the interpreter's EIP-3155 trace tail.
+    #[arg(long)]
+    diff: bool,
+    /// JIT optimisation level (0-3).
+    #[arg(long, default_value = "2")]
+    opt: OptLevel,
+    /// Also run tests skipped only for their run time (CALLBlake2f_MaxRounds: ~46 s).
+    #[arg(long)]
+    include_slow: bool,
+    /// Failures printed in full (all are in the JSON report).
+    #[arg(long, default_value_t = 20)]
+    max_failures: usize,
+}
+
+/// `--mode` of the conformance commands.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ModeArg {
+    Interp,
+    Jit,
+    Aot,
+    All,
+}
+
+fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
+    use ember_tools::conformance::{self, TestMode};
+    let modes = match a.mode {
+        ModeArg::Interp => vec![TestMode::Interp],
+        ModeArg::Jit => vec![TestMode::Jit],
+        ModeArg::Aot => {
+            return Err("--mode aot is not available yet: AOT shared objects are the next \
+                        issue; use --mode interp or jit"
+                .into())
+        }
+        ModeArg::All => vec![TestMode::Interp, TestMode::Jit, TestMode::Aot],
+    };
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if jobs == 0 {
+        return Err("--jobs must be at least 1".into());
+    }
+    let opts = conformance::Options {
+        modes,
+        jobs,
+        filter: a.filter,
+        opt: a.opt,
+        diff: a.diff,
+        progress: true,
+        include_slow: a.include_slow,
+    };
+    let report = if kind == "statetest" {
+        conformance::statetest::run(&a.paths, &opts)?
+    } else {
+        conformance::blocktest::run(&a.paths, &opts)?
+    };
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("cannot encode the report: {e}"))?;
+        std::fs::write(path, text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    emit(&format!("{}\n", report.render(a.max_failures)))?;
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Accepts fork names case-insensitively (`cancun`, `Prague`, `paris`, ...).
@@ -185,6 +289,8 @@ fn check_spec(spec: SpecId) -> Result<(), String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
+        Cmd::Statetest { args } => cmd_conformance("statetest", args),
+        Cmd::Blocktest { args } => cmd_conformance("blocktest", args),
         Cmd::Run {
             fixture,
             mode,

@@ -1,0 +1,491 @@
+//! `ember blocktest`: BlockchainTests-format files.
+//!
+//! For every test: load the pre-state and check it against the genesis header's state root;
+//! then for every block, run the pre-block system calls (EIP-4788 beacon root from Cancun,
+//! EIP-2935 block-hash history from Prague), the transactions, withdrawals (Shanghai) and the
+//! pre-merge block and ommer rewards, and check the block's gas used and post-state root against
+//! its header. Blocks with `expectException` must be rejected (a transaction invalid, or gas or
+//! state root not matching the header) and leave the state unchanged. At the end, the hash of
+//! the last accepted block (keccak256 of its RLP header) must equal `lastblockhash`, and the
+//! state must equal `postState` when given.
+//!
+//! Limits: transition networks (`...At5`, `...AtTime15k`) are skipped with a stated reason;
+//! header fields are not validated beyond gas used and state root (no PoW, difficulty or
+//! base-fee rules: test files with `sealEngine: NoProof` do not need them).
+
+use super::roots::{first_difference, flatten, state_root, FlatAccount};
+use super::{
+    execute_tx, find_json_files, run_files, CaseId, Failure, FileOutcome, FrameCounters, Options,
+    Provider, Report, Skip, TestMode,
+};
+use revm::context::{BlockEnv, CfgEnv};
+use revm::context_interface::block::BlobExcessGasAndPrice;
+use revm::database::{EmptyDB, State};
+use revm::handler::{MainBuilder, MainContext, SystemCallCommitEvm};
+use revm::primitives::{address, hardfork::SpecId, keccak256, Address, Bytes, B256, U256};
+use revm::state::{AccountInfo, Bytecode};
+use revm::statetest_types::blockchain::{
+    Account, Block, BlockHeader, BlockchainTest, BlockchainTestCase, ForkSpec,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// EIP-4788 beacon-roots contract.
+const BEACON_ROOTS_ADDRESS: Address = address!("000F3df6D732807Ef1319fB7B8bB8522d0Beac02");
+/// EIP-2935 block-hash history contract.
+const HISTORY_STORAGE_ADDRESS: Address = address!("0000F90827F1C53a10cb7A02335B175320002935");
+
+/// Runs every blockchain test under `paths`.
+pub fn run(paths: &[PathBuf], opts: &Options) -> Result<Report, String> {
+    let files = find_json_files(paths)?;
+    Ok(run_files("blocktest", &files, opts, run_file))
+}
+
+fn fork_spec(fork: ForkSpec) -> Result<SpecId, &'static str> {
+    Ok(match fork {
+        ForkSpec::Frontier => SpecId::FRONTIER,
+        ForkSpec::Homestead => SpecId::HOMESTEAD,
+        ForkSpec::EIP150 => SpecId::TANGERINE,
+        ForkSpec::EIP158 => SpecId::SPURIOUS_DRAGON,
+        ForkSpec::Byzantium => SpecId::BYZANTIUM,
+        ForkSpec::Constantinople | ForkSpec::ConstantinopleFix => SpecId::PETERSBURG,
+        ForkSpec::Istanbul => SpecId::ISTANBUL,
+        ForkSpec::Berlin => SpecId::BERLIN,
+        ForkSpec::London => SpecId::LONDON,
+        ForkSpec::Paris => SpecId::MERGE,
+        ForkSpec::Shanghai => SpecId::SHANGHAI,
+        ForkSpec::Cancun => SpecId::CANCUN,
+        ForkSpec::Prague => SpecId::PRAGUE,
+        ForkSpec::Osaka => SpecId::OSAKA,
+        ForkSpec::Amsterdam => SpecId::AMSTERDAM,
+        ForkSpec::MergeEOF | ForkSpec::MergeMeterInitCode | ForkSpec::MergePush0 => {
+            return Err("pre-release Merge variant with EOF/EIP-3860/PUSH0 only; no revm spec")
+        }
+        _ => {
+            return Err(
+                "transition network (fork changes mid-test at a block number or timestamp); \
+                 not supported, as in revm's own runner",
+            )
+        }
+    })
+}
+
+/// Pre-merge block reward of `spec` in wei.
+fn block_reward(spec: SpecId) -> u128 {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    if spec.is_enabled_in(SpecId::MERGE) {
+        0
+    } else if spec.is_enabled_in(SpecId::PETERSBURG) {
+        2 * ETH
+    } else if spec.is_enabled_in(SpecId::BYZANTIUM) {
+        3 * ETH
+    } else {
+        5 * ETH
+    }
+}
+
+/// keccak256 of the header inside a block's RLP (the block hash).
+pub fn block_hash_from_rlp(rlp: &[u8]) -> Result<B256, String> {
+    let mut buf = rlp;
+    let outer = alloy_rlp::Header::decode(&mut buf).map_err(|e| format!("block RLP: {e}"))?;
+    if !outer.list {
+        return Err("block RLP is not a list".into());
+    }
+    let start = buf;
+    let header = alloy_rlp::Header::decode(&mut buf).map_err(|e| format!("block RLP: {e}"))?;
+    if !header.list {
+        return Err("block RLP: the header is not a list".into());
+    }
+    let len = (start.len() - buf.len())
+        .checked_add(header.payload_length)
+        .filter(|&l| l <= start.len())
+        .ok_or("block RLP: header longer than the block")?;
+    Ok(keccak256(&start[..len]))
+}
+
+fn fits_u64(v: U256) -> bool {
+    v <= U256::from(u64::MAX)
+}
+
+/// Rejects header fields that do not fit the integer types revm uses.
+fn check_header(h: &BlockHeader) -> Result<(), String> {
+    for (name, v) in [
+        ("number", Some(h.number)),
+        ("timestamp", Some(h.timestamp)),
+        ("gasLimit", Some(h.gas_limit)),
+        ("gasUsed", Some(h.gas_used)),
+        ("baseFeePerGas", h.base_fee_per_gas),
+        ("excessBlobGas", h.excess_blob_gas),
+    ] {
+        if v.is_some_and(|v| !fits_u64(v)) {
+            return Err(format!("header field {name} does not fit 64 bits"));
+        }
+    }
+    Ok(())
+}
+
+fn block_env(h: &BlockHeader, spec: SpecId) -> BlockEnv {
+    let blob = if spec.is_enabled_in(SpecId::CANCUN) {
+        Some(BlobExcessGasAndPrice::new_with_spec(
+            h.excess_blob_gas.unwrap_or_default().to::<u64>(),
+            spec,
+        ))
+    } else {
+        None
+    };
+    h.to_block_env(blob)
+}
+
+/// Why one test failed: at which block, and what.
+struct TestFailure {
+    block: usize,
+    message: String,
+    expected_root: Option<B256>,
+    actual_root: Option<B256>,
+}
+
+fn fail(block: usize, message: impl Into<String>) -> TestFailure {
+    TestFailure {
+        block,
+        message: message.into(),
+        expected_root: None,
+        actual_root: None,
+    }
+}
+
+/// Executes `test`; returns the final state, and the failure if any. With `stop_after`, stops
+/// after that block (for comparing states at a failing block).
+fn run_test(
+    test: &BlockchainTestCase,
+    spec: SpecId,
+    provider: &Provider<'_>,
+    counters: Option<&FrameCounters>,
+    stop_after: Option<usize>,
+) -> (State<EmptyDB>, Option<TestFailure>) {
+    let mut state = State::builder().build();
+    for (address, acc) in test.pre.0.iter() {
+        let info = AccountInfo {
+            balance: acc.balance,
+            nonce: acc.nonce.saturating_to(),
+            code_hash: keccak256(&acc.code),
+            code: Some(Bytecode::new_raw(acc.code.clone())),
+            account_id: None,
+        };
+        state.insert_account_with_storage(
+            *address,
+            info,
+            acc.storage.iter().map(|(k, v)| (*k, *v)).collect(),
+        );
+    }
+    let r = run_blocks(&mut state, test, spec, provider, counters, stop_after);
+    (state, r.err())
+}
+
+fn run_blocks(
+    state: &mut State<EmptyDB>,
+    test: &BlockchainTestCase,
+    spec: SpecId,
+    provider: &Provider<'_>,
+    counters: Option<&FrameCounters>,
+    stop_after: Option<usize>,
+) -> Result<(), TestFailure> {
+    if let Some((a, _)) = test.pre.0.iter().find(|(_, a)| !fits_u64(a.nonce)) {
+        return Err(fail(0, format!("pre-state nonce of {a} does not fit 64 bits")));
+    }
+    let genesis_root = state_root(&state.cache);
+    if genesis_root != test.genesis_block_header.state_root {
+        return Err(TestFailure {
+            block: 0,
+            message: "pre-state root does not match the genesis header".into(),
+            expected_root: Some(test.genesis_block_header.state_root),
+            actual_root: Some(genesis_root),
+        });
+    }
+    state.block_hashes.insert(0, test.genesis_block_header.hash);
+    let mut cfg = CfgEnv::default();
+    cfg.set_spec_and_mainnet_gas_params(spec);
+    let mut prepared: HashSet<B256> = HashSet::new();
+    let mut last_hash = test.genesis_block_header.hash;
+    let mut parent_hash = test.genesis_block_header.hash;
+    for (i, block) in test.blocks.iter().enumerate() {
+        let n = i + 1;
+        // Compile what is deployed so far (pre-state, then contracts created by earlier blocks).
+        for (h, code) in state.cache.contracts.iter() {
+            if prepared.insert(*h) {
+                provider.prepare(*h, code.original_byte_slice(), spec);
+            }
+        }
+        let snapshot = block.expect_exception.as_ref().map(|_| state.cache.clone());
+        match run_block(state, block, n, &cfg, spec, provider, counters, parent_hash) {
+            Ok(hash) => {
+                if let Some(exc) = &block.expect_exception {
+                    return Err(fail(
+                        n,
+                        format!("block expected to be invalid ({exc}) but it was accepted"),
+                    ));
+                }
+                last_hash = hash;
+                parent_hash = hash;
+            }
+            Err(f) => match snapshot {
+                // Rejected as expected: the state goes back to before the block.
+                Some(cache) => state.cache = cache,
+                None => return Err(f),
+            },
+        }
+        if stop_after == Some(n) {
+            return Ok(());
+        }
+    }
+    if last_hash != test.lastblockhash {
+        return Err(fail(
+            test.blocks.len(),
+            format!(
+                "last accepted block hash {last_hash} != lastblockhash {}",
+                test.lastblockhash
+            ),
+        ));
+    }
+    if let Some(post) = &test.post_state {
+        let expected = expected_post(post);
+        if let Some(d) = first_difference(&expected, &flatten(&state.cache)) {
+            return Err(fail(
+                test.blocks.len(),
+                format!("post-state differs from postState (expected vs actual): {d}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expected_post(post: &BTreeMap<Address, Account>) -> BTreeMap<Address, FlatAccount> {
+    post.iter()
+        .map(|(a, acc)| {
+            (
+                *a,
+                FlatAccount {
+                    nonce: acc.nonce.saturating_to(),
+                    balance: acc.balance,
+                    code_hash: keccak256(&acc.code),
+                    storage: acc
+                        .storage
+                        .iter()
+                        .filter(|(_, v)| !v.is_zero())
+                        .map(|(k, v)| (*k, *v))
+                        .collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Applies one block; returns its hash.
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    state: &mut State<EmptyDB>,
+    block: &Block,
+    n: usize,
+    cfg: &CfgEnv,
+    spec: SpecId,
+    provider: &Provider<'_>,
+    counters: Option<&FrameCounters>,
+    parent_hash: B256,
+) -> Result<B256, TestFailure> {
+    let h = block
+        .block_header
+        .as_ref()
+        .ok_or_else(|| fail(n, "block has no blockHeader"))?;
+    check_header(h).map_err(|e| fail(n, e))?;
+    let hash = block_hash_from_rlp(&block.rlp).map_err(|e| fail(n, e))?;
+    if hash != h.hash {
+        return Err(fail(
+            n,
+            format!("hash of the block's RLP header {hash} != blockHeader.hash {}", h.hash),
+        ));
+    }
+    let env = block_env(h, spec);
+    // Pre-block system calls.
+    {
+        let ctx = revm::Context::mainnet()
+            .with_block(env.clone())
+            .with_cfg(cfg.clone())
+            .with_db(&mut *state);
+        let mut evm = ember_runtime::EmberEvm::new(ctx.build_mainnet(), provider);
+        if spec.is_enabled_in(SpecId::CANCUN) {
+            if let Some(root) = h.parent_beacon_block_root {
+                evm.system_call_commit(BEACON_ROOTS_ADDRESS, Bytes::from(root.0.to_vec()))
+                    .map_err(|e| fail(n, format!("beacon-root system call failed: {e}")))?;
+            }
+        }
+        if spec.is_enabled_in(SpecId::PRAGUE) {
+            evm.system_call_commit(HISTORY_STORAGE_ADDRESS, Bytes::from(parent_hash.0.to_vec()))
+                .map_err(|e| fail(n, format!("block-hash history system call failed: {e}")))?;
+        }
+        if let Some(c) = counters {
+            c.add(
+                evm.stats.native_runs.get(),
+                evm.stats.interpreted_runs.get(),
+            );
+        }
+    }
+    let mut gas_used = 0u64;
+    for (t, tx) in block.transactions.iter().flatten().enumerate() {
+        if !fits_u64(tx.gas_limit) || !fits_u64(tx.nonce) {
+            return Err(fail(n, format!("transaction {t}: gas limit or nonce over 64 bits")));
+        }
+        let too_big = |v: Option<U256>| v.is_some_and(|v| v > U256::from(u128::MAX));
+        if too_big(tx.gas_price)
+            || too_big(tx.max_fee_per_gas)
+            || too_big(tx.max_priority_fee_per_gas)
+            || too_big(tx.max_fee_per_blob_gas)
+            || tx.transaction_type.is_some_and(|t| t > U256::from(255))
+            || tx.chain_id.is_some_and(|c| !fits_u64(c))
+        {
+            return Err(fail(n, format!("transaction {t}: fee field out of range")));
+        }
+        let tx_env = tx
+            .to_tx_env()
+            .map_err(|e| fail(n, format!("transaction {t}: {e}")))?;
+        let run = execute_tx(state, cfg, &env, &tx_env, provider, counters, false);
+        match run.result {
+            Ok(r) => gas_used += r.tx_gas_used(),
+            Err(e) => return Err(fail(n, format!("transaction {t} invalid: {e}"))),
+        }
+    }
+    if spec.is_enabled_in(SpecId::SHANGHAI) {
+        for w in block.withdrawals.iter().flatten() {
+            let wei = w
+                .amount
+                .checked_mul(U256::from(1_000_000_000u64))
+                .and_then(|v| u128::try_from(v).ok())
+                .ok_or_else(|| fail(n, "withdrawal amount out of range"))?;
+            if wei > 0 {
+                increment(state, w.address, wei, n)?;
+            }
+        }
+    }
+    let reward = block_reward(spec);
+    if reward > 0 {
+        let ommers = block.uncle_headers.as_deref().unwrap_or_default();
+        let miner = reward + reward / 32 * ommers.len() as u128;
+        increment(state, h.coinbase, miner, n)?;
+        for o in ommers {
+            let k = u128::try_from(h.number.saturating_sub(o.number)).unwrap_or(u128::MAX);
+            let share = 8u128.saturating_sub(k) * reward / 8;
+            if share > 0 {
+                increment(state, o.coinbase, share, n)?;
+            }
+        }
+    }
+    if gas_used != h.gas_used.to::<u64>() {
+        return Err(fail(
+            n,
+            format!("gas used {gas_used} != header gasUsed {}", h.gas_used),
+        ));
+    }
+    let root = state_root(&state.cache);
+    if root != h.state_root {
+        return Err(TestFailure {
+            block: n,
+            message: "state root mismatch".into(),
+            expected_root: Some(h.state_root),
+            actual_root: Some(root),
+        });
+    }
+    state.block_hashes.insert(h.number.to::<u64>(), hash);
+    Ok(hash)
+}
+
+fn increment(state: &mut State<EmptyDB>, a: Address, wei: u128, n: usize) -> Result<(), TestFailure> {
+    let acc = state
+        .load_cache_account(a)
+        .map_err(|e| fail(n, format!("cannot load {a}: {e}")))?;
+    // No bundle is built here, so the transition record is not needed.
+    let _ = acc.increment_balance(wei);
+    Ok(())
+}
+
+fn run_file(
+    path: &Path,
+    mode: TestMode,
+    provider: &Provider<'_>,
+    counters: &FrameCounters,
+    opts: &Options,
+) -> FileOutcome {
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return FileOutcome {
+                error: Some(format!("cannot read: {e}")),
+                ..Default::default()
+            }
+        }
+    };
+    let suite: BlockchainTest = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            return FileOutcome {
+                error: Some(format!("not a valid blockchain test file: {e}")),
+                ..Default::default()
+            }
+        }
+    };
+    let mut out = FileOutcome::default();
+    let file_matches = opts.filter.as_ref().is_none_or(|f| file.contains(f.as_str()));
+    for (name, test) in &suite.0 {
+        if !file_matches && !opts.filter.as_ref().is_some_and(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let fork = format!("{:?}", test.network);
+        let spec = match fork_spec(test.network) {
+            Ok(s) => s,
+            Err(reason) => {
+                out.skips.push(Skip {
+                    file: file.clone(),
+                    test: Some(name.clone()),
+                    fork: Some(fork),
+                    mode,
+                    cases: 1,
+                    reason: reason.to_string(),
+                });
+                continue;
+            }
+        };
+        let (final_state, failure) = run_test(test, spec, provider, Some(counters), None);
+        let Some(f) = failure else {
+            out.passed += 1;
+            continue;
+        };
+        let mut failure = Failure {
+            id: CaseId {
+                file: file.clone(),
+                test: name.clone(),
+                fork,
+                index: f.block,
+                indexes: None,
+            },
+            mode,
+            message: format!("block {}: {}", f.block, f.message),
+            expected_root: f.expected_root,
+            actual_root: f.actual_root,
+            expected_logs: None,
+            actual_logs: None,
+            interpreter_passes: None,
+            first_difference: None,
+            divergence: None,
+        };
+        if !provider.is_interp() {
+            let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None);
+            failure.interpreter_passes = Some(interp_failure.is_none());
+            if interp_failure.is_none() {
+                let (interp_state, _) =
+                    run_test(test, spec, &Provider::None, None, Some(f.block));
+                failure.first_difference =
+                    first_difference(&flatten(&interp_state.cache), &flatten(&final_state.cache));
+            }
+        }
+        out.failures.push(failure);
+    }
+    out
+}
