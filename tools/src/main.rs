@@ -135,9 +135,14 @@ struct ConformanceArgs {
     /// frame (gas, stack, memory) and print the interpreter's EIP-3155 trace tail.
     #[arg(long)]
     diff: bool,
-    /// JIT optimisation level (0-3).
+    /// JIT optimisation level (0-3, fast).
     #[arg(long, default_value = "2")]
     opt: OptLevel,
+    /// Compile contracts with more gas/stack sections than this in the fast tier (light IR
+    /// pipeline, fast register allocation): each test contract runs a few times, so compile
+    /// time dominates for the rare huge ones.
+    #[arg(long, default_value_t = 256, value_name = "SECTIONS")]
+    fast_above: usize,
     /// Also run tests skipped only for their run time (CALLBlake2f_MaxRounds: ~46 s).
     #[arg(long)]
     include_slow: bool,
@@ -178,6 +183,7 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
         jobs,
         filter: a.filter,
         opt: a.opt,
+        fast_above: a.fast_above,
         diff: a.diff,
         progress: true,
         include_slow: a.include_slow,

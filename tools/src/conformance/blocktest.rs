@@ -210,9 +210,14 @@ fn run_blocks(
     for (i, block) in test.blocks.iter().enumerate() {
         let n = i + 1;
         // Compile what is deployed so far (pre-state, then contracts created by earlier blocks).
-        for (h, code) in state.cache.contracts.iter() {
-            if prepared.insert(*h) {
-                provider.prepare(*h, code.original_byte_slice(), spec);
+        for acc in state.cache.accounts.values() {
+            let Some(info) = acc.account.as_ref().map(|a| &a.info) else {
+                continue;
+            };
+            if let Some(code) = info.code.as_ref().filter(|c| !c.is_empty()) {
+                if prepared.insert(info.code_hash) {
+                    provider.prepare(info.code_hash, code.original_byte_slice(), spec);
+                }
             }
         }
         let snapshot = block.expect_exception.as_ref().map(|_| state.cache.clone());
@@ -343,9 +348,27 @@ fn run_block(
         {
             return Err(fail(n, format!("transaction {t}: fee field out of range")));
         }
-        let tx_env = tx
-            .to_tx_env()
-            .map_err(|e| fail(n, format!("transaction {t}: {e}")))?;
+        let tx_env = match tx.sender {
+            Some(_) => tx.to_tx_env(),
+            None => recover_legacy_sender(tx).and_then(|(sender, chain_id)| {
+                revm::context::TxEnv::builder()
+                    .tx_type(Some(0))
+                    .caller(sender)
+                    .gas_limit(tx.gas_limit.to::<u64>())
+                    .gas_price(tx.gas_price.unwrap_or_default().to::<u128>())
+                    .nonce(tx.nonce.to::<u64>())
+                    .value(tx.value)
+                    .data(tx.data.clone())
+                    .kind(match tx.to {
+                        Some(a) => revm::primitives::TxKind::Call(a),
+                        None => revm::primitives::TxKind::Create,
+                    })
+                    .chain_id(chain_id)
+                    .build()
+                    .map_err(|e| format!("{e:?}"))
+            }),
+        }
+        .map_err(|e| fail(n, format!("transaction {t}: {e}")))?;
         let run = execute_tx(state, cfg, &env, &tx_env, provider, counters, false);
         match run.result {
             Ok(r) => gas_used += r.tx_gas_used(),
@@ -394,6 +417,51 @@ fn run_block(
     }
     state.block_hashes.insert(h.number.to::<u64>(), hash);
     Ok(hash)
+}
+
+/// The sender (and EIP-155 chain id) of a legacy (type 0) transaction given only its
+/// signature: `ecrecover` over the signing hash.
+fn recover_legacy_sender(
+    tx: &revm::statetest_types::blockchain::Transaction,
+) -> Result<(Address, Option<u64>), String> {
+    use alloy_rlp::Encodable;
+    if tx.transaction_type.is_some_and(|t| !t.is_zero()) {
+        return Err("typed transaction without a sender field".into());
+    }
+    let v: u64 = tx.v.try_into().map_err(|_| "signature v out of range")?;
+    let (recid, chain_id) = match v {
+        27 | 28 => ((v - 27) as u8, None),
+        v if v >= 35 => (((v - 35) % 2) as u8, Some((v - 35) / 2)),
+        _ => return Err(format!("invalid signature v {v}")),
+    };
+    let to: Bytes = tx.to.map(|a| Bytes::from(a.0.to_vec())).unwrap_or_default();
+    let gas_price = tx.gas_price.unwrap_or_default();
+    let mut fields: Vec<u8> = Vec::new();
+    tx.nonce.encode(&mut fields);
+    gas_price.encode(&mut fields);
+    tx.gas_limit.encode(&mut fields);
+    to.encode(&mut fields);
+    tx.value.encode(&mut fields);
+    tx.data.encode(&mut fields);
+    if let Some(id) = chain_id {
+        id.encode(&mut fields);
+        0u8.encode(&mut fields);
+        0u8.encode(&mut fields);
+    }
+    let mut payload = Vec::new();
+    alloy_rlp::Header {
+        list: true,
+        payload_length: fields.len(),
+    }
+    .encode(&mut payload);
+    payload.extend_from_slice(&fields);
+    let msg = keccak256(&payload);
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(&tx.r.to_be_bytes::<32>());
+    sig[32..].copy_from_slice(&tx.s.to_be_bytes::<32>());
+    let out = revm::precompile::secp256k1::ecrecover(&sig.into(), recid, &msg)
+        .map_err(|e| format!("cannot recover the sender: {e:?}"))?;
+    Ok((Address::from_slice(&out[12..]), chain_id))
 }
 
 fn increment(state: &mut State<EmptyDB>, a: Address, wei: u128, n: usize) -> Result<(), TestFailure> {

@@ -64,6 +64,8 @@ pub struct Options {
     pub filter: Option<String>,
     /// JIT optimisation level.
     pub opt: OptLevel,
+    /// Contracts with more gas/stack sections than this compile in the fast tier.
+    pub fast_above: usize,
     /// On a compiled-mode failure where the interpreter passes, locate the first divergence.
     pub diff: bool,
     /// Draw a progress bar (only drawn when stderr is a terminal).
@@ -191,6 +193,10 @@ pub struct CompileSummary {
     pub opt: String,
     /// Contracts compiled.
     pub compiled: usize,
+    /// Section count above which contracts compile in the fast tier.
+    pub fast_above: usize,
+    /// Contracts compiled in the fast tier (or at `O0` when huge) because of their size.
+    pub tiered_down: usize,
     /// Contracts that did not compile (they ran in the interpreter).
     pub failed: usize,
     /// Sum of per-contract compile times, seconds (across threads).
@@ -266,8 +272,9 @@ impl Report {
         if let Some(c) = &self.compile {
             let _ = write!(
                 out,
-                "   jit: {} contracts compiled at {} ({:.2} s total compile time",
-                c.compiled, c.opt, c.compile_secs
+                "   jit: {} contracts compiled at {} ({} above {} sections in the fast tier; \
+                 {:.2} s total compile time",
+                c.compiled, c.opt, c.tiered_down, c.fast_above, c.compile_secs
             );
             if let Some((t, len)) = c.slowest {
                 let _ = write!(out, ", slowest {t:.3} s for {len} bytes");
@@ -660,7 +667,7 @@ where
         }
         if mode == TestMode::Jit && jit.is_none() {
             match JitCache::new(opts.opt) {
-                Ok(c) => jit = Some(c),
+                Ok(c) => jit = Some(c.with_fast_above(opts.fast_above)),
                 Err(e) => {
                     report.modes.push(ModeSummary {
                         mode: Some(mode),
@@ -751,6 +758,8 @@ where
         report.compile = Some(CompileSummary {
             opt: format!("{:?}", c.opt_level()),
             compiled: st.compiled,
+            fast_above: c.fast_above(),
+            tiered_down: st.tiered_down,
             failed: st.failed,
             compile_secs: st.compile_time.as_secs_f64(),
             slowest: st.slowest.map(|(t, l)| (t.as_secs_f64(), l)),
