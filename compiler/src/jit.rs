@@ -85,7 +85,10 @@ unsafe impl Send for JitModule {}
 /// Compiles contracts to native functions in memory.
 pub struct JitCompiler {
     opt: OptLevel,
+    /// Modules compiled one per engine (only with `dump_ir`, which keeps value names).
     modules: Vec<JitModule>,
+    /// Long-lived engines, one per machine-code level.
+    engines: Vec<Engine>,
     dump_ir: bool,
 }
 
@@ -94,6 +97,7 @@ impl std::fmt::Debug for JitCompiler {
         f.debug_struct("JitCompiler")
             .field("opt", &self.opt)
             .field("modules", &self.modules.len())
+            .field("engines", &self.engines.len())
             .finish()
     }
 }
@@ -255,6 +259,7 @@ impl JitCompiler {
         Ok(Self {
             opt,
             modules: Vec::new(),
+            engines: Vec::new(),
             dump_ir: false,
         })
     }
@@ -275,9 +280,35 @@ impl JitCompiler {
         code: &[u8],
         spec: SpecId,
     ) -> Result<(NativeFn, CompileStats), CompileError> {
-        let (f, module, stats) =
-            compile_one(code, spec, self.opt, DEFAULT_FAST_ABOVE, self.dump_ir)?;
-        self.modules.push(module);
+        if self.dump_ir {
+            let (f, module, stats) =
+                compile_one(code, spec, self.opt, DEFAULT_FAST_ABOVE, self.dump_ir)?;
+            self.modules.push(module);
+            return Ok((f, stats));
+        }
+        let t_start = Instant::now();
+        let a = crate::analyze(code, spec)?;
+        let analysis_time = t_start.elapsed();
+        let opt = effective_opt(&a, self.opt);
+        let level = codegen_opt(opt);
+        let i = match self.engines.iter().position(|e| e.level == level) {
+            Some(i) => i,
+            None => {
+                self.engines.push(Engine::new(level, opt)?);
+                self.engines.len() - 1
+            }
+        };
+        let (f, codegen_time, opt_time, emit_time) = self.engines[i].compile(&a, opt)?;
+        let stats = CompileStats {
+            analysis: a.stats(),
+            analysis_time,
+            codegen_time,
+            opt_time,
+            emit_time,
+            total_time: t_start.elapsed(),
+            code_len: code.len(),
+            effective_opt: opt,
+        };
         Ok((f, stats))
     }
 }
@@ -333,6 +364,77 @@ fn compile_one(
     Ok((f, JitModule { _ee: ee, _cx: cx }, stats))
 }
 
+/// A long-lived MCJIT engine that many modules (one per contract) are added to, with its own
+/// context and target machine. Creating an engine and a target machine costs more than
+/// compiling a small contract, so a [`JitCache`] keeps a pool of these and reuses them. An
+/// engine is used by one thread at a time (it is taken out of the pool while compiling).
+struct Engine {
+    // Field order matters: the engine and target machine drop before the context.
+    ee: Option<ExecutionEngine<'static>>,
+    tm: TargetMachine,
+    cx: Box<Context>,
+    /// Machine-code optimisation level of the engine (fixed at creation).
+    level: OptimizationLevel,
+    /// Functions compiled into it (their names must be unique within the engine).
+    functions: usize,
+}
+
+// SAFETY: an `Engine` is only ever used by the one thread that took it out of the pool, and
+// owns its context, target machine and execution engine exclusively (no handle to them
+// escapes except the compiled functions' addresses); LLVM allows a context and what lives in
+// it to be used from, and destroyed on, any single thread at a time.
+unsafe impl Send for Engine {}
+
+impl Engine {
+    fn new(level: OptimizationLevel, opt: OptLevel) -> Result<Self, CompileError> {
+        let cx = Box::new(Context::create());
+        discard_value_names(&cx);
+        Ok(Self {
+            ee: None,
+            tm: host_target_machine(opt)?,
+            cx,
+            level,
+            functions: 0,
+        })
+    }
+
+    /// Compiles `a` at `opt` into this engine.
+    fn compile(
+        &mut self,
+        a: &Analysis,
+        opt: OptLevel,
+    ) -> Result<(NativeFn, Duration, Duration, Duration), CompileError> {
+        // SAFETY: the context is boxed (stable address) and outlives everything created in it:
+        // the engine and target machine are dropped before it (field order).
+        let cxr: &'static Context = unsafe { &*(self.cx.as_ref() as *const Context) };
+        let name = format!("ember_{}", self.functions);
+        self.functions += 1;
+        let module = cxr.create_module(&name);
+        let (codegen_time, opt_time) = build_module(cxr, &module, a, &name, &self.tm, opt)?;
+        let t_emit = Instant::now();
+        match &self.ee {
+            Some(ee) => ee
+                .add_module(&module)
+                .map_err(|()| CompileError::Llvm("cannot add a module to the JIT engine".into()))?,
+            None => {
+                let ee = module
+                    .create_jit_execution_engine(self.level)
+                    .map_err(|e| CompileError::Llvm(e.to_string()))?;
+                self.ee = Some(ee);
+            }
+        }
+        let ee = self.ee.as_ref().expect("set above");
+        let addr = ee
+            .get_function_address(&name)
+            .map_err(|e| CompileError::Llvm(e.to_string()))?;
+        let emit_time = t_emit.elapsed();
+        // SAFETY: `addr` is the JIT-compiled `i8 (ptr)` function generated above, which has
+        // exactly the `NativeFn` ABI; it lives as long as this engine.
+        let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
+        Ok((f, codegen_time, opt_time, emit_time))
+    }
+}
+
 /// Outcome of one cached compilation: the function, or why the contract was not compiled.
 type CacheSlot = Arc<OnceLock<Result<NativeFn, String>>>;
 
@@ -360,7 +462,8 @@ pub struct JitCache {
     opt: OptLevel,
     fast_above: usize,
     slots: Mutex<HashMap<(B256, SpecId), CacheSlot>>,
-    modules: Mutex<Vec<JitModule>>,
+    /// Idle engines (taken out while a thread compiles into one).
+    engines: Mutex<Vec<Engine>>,
     stats: Mutex<JitCacheStats>,
     failures: Mutex<Vec<(B256, SpecId, usize, String)>>,
 }
@@ -387,7 +490,7 @@ impl JitCache {
             opt,
             fast_above: DEFAULT_FAST_ABOVE,
             slots: Mutex::new(HashMap::new()),
-            modules: Mutex::new(Vec::new()),
+            engines: Mutex::new(Vec::new()),
             stats: Mutex::new(JitCacheStats::default()),
             failures: Mutex::new(Vec::new()),
         })
@@ -421,9 +524,8 @@ impl JitCache {
         spec: SpecId,
     ) -> Result<NativeFn, String> {
         let slot = lock(&self.slots).entry((hash, spec)).or_default().clone();
-        slot.get_or_init(|| match compile_one(code, spec, self.opt, self.fast_above, false) {
-            Ok((f, module, st)) => {
-                lock(&self.modules).push(module);
+        slot.get_or_init(|| match self.compile(code, spec) {
+            Ok((f, st)) => {
                 let mut s = lock(&self.stats);
                 s.compiled += 1;
                 if st.effective_opt != self.opt {
@@ -443,6 +545,39 @@ impl JitCache {
             }
         })
         .clone()
+    }
+
+    /// Compiles one contract in a pooled engine of the right machine-code level.
+    fn compile(&self, code: &[u8], spec: SpecId) -> Result<(NativeFn, CompileStats), CompileError> {
+        let t_start = Instant::now();
+        let a = crate::analyze(code, spec)?;
+        let analysis_time = t_start.elapsed();
+        let opt = effective_opt_with(&a, self.opt, self.fast_above);
+        let level = codegen_opt(opt);
+        let taken = {
+            let mut pool = lock(&self.engines);
+            pool.iter()
+                .position(|e| e.level == level)
+                .map(|i| pool.swap_remove(i))
+        };
+        let mut engine = match taken {
+            Some(e) => e,
+            None => Engine::new(level, opt)?,
+        };
+        let r = engine.compile(&a, opt);
+        lock(&self.engines).push(engine);
+        let (f, codegen_time, opt_time, emit_time) = r?;
+        let stats = CompileStats {
+            analysis: a.stats(),
+            analysis_time,
+            codegen_time,
+            opt_time,
+            emit_time,
+            total_time: t_start.elapsed(),
+            code_len: code.len(),
+            effective_opt: opt,
+        };
+        Ok((f, stats))
     }
 
     /// Counters so far.

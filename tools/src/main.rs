@@ -141,7 +141,7 @@ struct ConformanceArgs {
     /// Compile contracts with more gas/stack sections than this in the fast tier (light IR
     /// pipeline, fast register allocation): each test contract runs a few times, so compile
     /// time dominates for the rare huge ones.
-    #[arg(long, default_value_t = 256, value_name = "SECTIONS")]
+    #[arg(long, default_value_t = 128, value_name = "SECTIONS")]
     fast_above: usize,
     /// Also run tests skipped only for their run time (CALLBlake2f_MaxRounds: ~46 s).
     #[arg(long)]
@@ -166,9 +166,11 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
         ModeArg::Interp => vec![TestMode::Interp],
         ModeArg::Jit => vec![TestMode::Jit],
         ModeArg::Aot => {
-            return Err("--mode aot is not available yet: AOT shared objects are the next \
+            return Err(
+                "--mode aot is not available yet: AOT shared objects are the next \
                         issue; use --mode interp or jit"
-                .into())
+                    .into(),
+            )
         }
         ModeArg::All => vec![TestMode::Interp, TestMode::Jit, TestMode::Aot],
     };
@@ -196,8 +198,7 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| format!("cannot encode the report: {e}"))?;
-        std::fs::write(path, text)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     emit(&format!("{}\n", report.render(a.max_failures)))?;
     Ok(if report.failed == 0 {

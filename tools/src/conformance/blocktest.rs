@@ -190,7 +190,10 @@ fn run_blocks(
     stop_after: Option<usize>,
 ) -> Result<(), TestFailure> {
     if let Some((a, _)) = test.pre.0.iter().find(|(_, a)| !fits_u64(a.nonce)) {
-        return Err(fail(0, format!("pre-state nonce of {a} does not fit 64 bits")));
+        return Err(fail(
+            0,
+            format!("pre-state nonce of {a} does not fit 64 bits"),
+        ));
     }
     let genesis_root = state_root(&state.cache);
     if genesis_root != test.genesis_block_header.state_root {
@@ -305,7 +308,10 @@ fn run_block(
     if hash != h.hash {
         return Err(fail(
             n,
-            format!("hash of the block's RLP header {hash} != blockHeader.hash {}", h.hash),
+            format!(
+                "hash of the block's RLP header {hash} != blockHeader.hash {}",
+                h.hash
+            ),
         ));
     }
     let env = block_env(h, spec);
@@ -336,7 +342,10 @@ fn run_block(
     let mut gas_used = 0u64;
     for (t, tx) in block.transactions.iter().flatten().enumerate() {
         if !fits_u64(tx.gas_limit) || !fits_u64(tx.nonce) {
-            return Err(fail(n, format!("transaction {t}: gas limit or nonce over 64 bits")));
+            return Err(fail(
+                n,
+                format!("transaction {t}: gas limit or nonce over 64 bits"),
+            ));
         }
         let too_big = |v: Option<U256>| v.is_some_and(|v| v > U256::from(u128::MAX));
         if too_big(tx.gas_price)
@@ -464,7 +473,12 @@ fn recover_legacy_sender(
     Ok((Address::from_slice(&out[12..]), chain_id))
 }
 
-fn increment(state: &mut State<EmptyDB>, a: Address, wei: u128, n: usize) -> Result<(), TestFailure> {
+fn increment(
+    state: &mut State<EmptyDB>,
+    a: Address,
+    wei: u128,
+    n: usize,
+) -> Result<(), TestFailure> {
     let acc = state
         .load_cache_account(a)
         .map_err(|e| fail(n, format!("cannot load {a}: {e}")))?;
@@ -500,9 +514,17 @@ fn run_file(
         }
     };
     let mut out = FileOutcome::default();
-    let file_matches = opts.filter.as_ref().is_none_or(|f| file.contains(f.as_str()));
+    let file_matches = opts
+        .filter
+        .as_ref()
+        .is_none_or(|f| file.contains(f.as_str()));
     for (name, test) in &suite.0 {
-        if !file_matches && !opts.filter.as_ref().is_some_and(|f| name.contains(f.as_str())) {
+        if !file_matches
+            && !opts
+                .filter
+                .as_ref()
+                .is_some_and(|f| name.contains(f.as_str()))
+        {
             continue;
         }
         let fork = format!("{:?}", test.network);
@@ -547,8 +569,7 @@ fn run_file(
             let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None);
             failure.interpreter_passes = Some(interp_failure.is_none());
             if interp_failure.is_none() {
-                let (interp_state, _) =
-                    run_test(test, spec, &Provider::None, None, Some(f.block));
+                let (interp_state, _) = run_test(test, spec, &Provider::None, None, Some(f.block));
                 failure.first_difference =
                     first_difference(&flatten(&interp_state.cache), &flatten(&final_state.cache));
             }

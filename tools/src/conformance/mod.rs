@@ -92,7 +92,11 @@ pub struct CaseId {
 
 impl std::fmt::Display for CaseId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} :: {} [{} #{}", self.file, self.test, self.fork, self.index)?;
+        write!(
+            f,
+            "{} :: {} [{} #{}",
+            self.file, self.test, self.fork, self.index
+        )?;
         if let Some([d, g, v]) = self.indexes {
             write!(f, " d={d} g={g} v={v}")?;
         }
@@ -303,7 +307,11 @@ impl Report {
                     None => groups.push((what, s.mode, &s.reason, 1, s.cases)),
                 }
             }
-            let _ = writeln!(out, "skipped ({} entries, every case listed in the JSON report):", self.skips.len());
+            let _ = writeln!(
+                out,
+                "skipped ({} entries, every case listed in the JSON report):",
+                self.skips.len()
+            );
             for (what, mode, reason, tests, cases) in groups {
                 let _ = writeln!(
                     out,
@@ -519,8 +527,8 @@ pub fn first_divergence(interp: &[FrameRecord], native: &[FrameRecord]) -> Strin
             a.stack.len().to_string(),
             b.stack.len().to_string(),
         );
-        if let Some(k) = (0..a.stack.len().max(b.stack.len()))
-            .find(|&k| a.stack.get(k) != b.stack.get(k))
+        if let Some(k) =
+            (0..a.stack.len().max(b.stack.len())).find(|&k| a.stack.get(k) != b.stack.get(k))
         {
             field(
                 &mut out,
@@ -570,7 +578,10 @@ pub fn eip3155_tail(
     struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -590,7 +601,8 @@ pub fn eip3155_tail(
         .build_mainnet_with_inspector(TracerEip3155::new(Box::new(buf.clone())).without_summary());
     let _ = evm.inspect_tx(tx.clone());
     drop(evm);
-    let text = String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let text =
+        String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(tail);
     lines[start..].join("\n")
@@ -658,8 +670,7 @@ where
             report.modes.push(ModeSummary {
                 mode: Some(mode),
                 unavailable: Some(
-                    "AOT mode is not available yet (the AOT shared-object issue is pending)"
-                        .into(),
+                    "AOT mode is not available yet (the AOT shared-object issue is pending)".into(),
                 ),
                 ..Default::default()
             });

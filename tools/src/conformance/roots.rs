@@ -95,7 +95,10 @@ pub fn first_difference(
                     return Some(format!("account {a}: nonce {} vs {}", e.nonce, x.nonce));
                 }
                 if e.balance != x.balance {
-                    return Some(format!("account {a}: balance {} vs {}", e.balance, x.balance));
+                    return Some(format!(
+                        "account {a}: balance {} vs {}",
+                        e.balance, x.balance
+                    ));
                 }
                 if e.code_hash != x.code_hash {
                     return Some(format!(

@@ -148,20 +148,14 @@ fn execute_and_check(
             "expected exception {x}, but the transaction was valid ({})",
             crate::exec::status(r)
         )),
-        (None, Ok(r)) => {
-            if let Some(want) = case.out.filter(|_| r.output().is_some()) {
-                let got = r.output().cloned().unwrap_or_default();
-                (got != *want).then(|| format!("output {got} != expected {want}"))
-            } else {
-                None
-            }
-            .or_else(|| {
-                (logs_root != case.test.logs).then(|| "logs hash mismatch".to_string())
-            })
-            .or_else(|| {
-                (state_root != case.test.hash).then(|| "state root mismatch".to_string())
-            })
+        (None, Ok(r)) => if let Some(want) = case.out.filter(|_| r.output().is_some()) {
+            let got = r.output().cloned().unwrap_or_default();
+            (got != *want).then(|| format!("output {got} != expected {want}"))
+        } else {
+            None
         }
+        .or_else(|| (logs_root != case.test.logs).then(|| "logs hash mismatch".to_string()))
+        .or_else(|| (state_root != case.test.hash).then(|| "state root mismatch".to_string())),
     };
     Checked {
         error,
@@ -204,7 +198,8 @@ fn run_case(
         let i = execute_and_check(case, &Provider::None, None);
         f.interpreter_passes = Some(i.error.is_none());
         if i.error.is_none() {
-            f.first_difference = first_difference(&flatten(&i.state.cache), &flatten(&c.state.cache));
+            f.first_difference =
+                first_difference(&flatten(&i.state.cache), &flatten(&c.state.cache));
             if opts.diff {
                 f.divergence = Some(divergence(case, provider));
             }
@@ -218,10 +213,18 @@ fn run_case(
 fn divergence(case: &Case<'_>, provider: &Provider<'_>) -> String {
     let mut si = new_state(case.pre);
     let ri = execute_tx(
-        &mut si, case.cfg, case.block, &case.tx, &Provider::None, None, true,
+        &mut si,
+        case.cfg,
+        case.block,
+        &case.tx,
+        &Provider::None,
+        None,
+        true,
     );
     let mut sn = new_state(case.pre);
-    let rn = execute_tx(&mut sn, case.cfg, case.block, &case.tx, provider, None, true);
+    let rn = execute_tx(
+        &mut sn, case.cfg, case.block, &case.tx, provider, None, true,
+    );
     let mut out = first_divergence(&ri.records, &rn.records);
     let pre = new_state(case.pre);
     out.push_str("interpreter EIP-3155 trace (last 12 steps):\n");
@@ -278,9 +281,17 @@ fn run_file(
         }
     };
     let mut out = FileOutcome::default();
-    let file_matches = opts.filter.as_ref().is_none_or(|f| file.contains(f.as_str()));
+    let file_matches = opts
+        .filter
+        .as_ref()
+        .is_none_or(|f| file.contains(f.as_str()));
     for (name, unit) in &suite.0 {
-        if !file_matches && !opts.filter.as_ref().is_some_and(|f| name.contains(f.as_str())) {
+        if !file_matches
+            && !opts
+                .filter
+                .as_ref()
+                .is_some_and(|f| name.contains(f.as_str()))
+        {
             continue;
         }
         let unit_error = validate_unit(unit).err();
@@ -312,13 +323,13 @@ fn run_file(
             }
             let spec = spec_name.to_spec_id();
             cfg.set_spec_and_mainnet_gas_params(spec);
-            cfg.set_max_blobs_per_tx(if spec.is_enabled_in(SpecId::PRAGUE)
-                && !spec.is_enabled_in(SpecId::OSAKA)
-            {
-                9
-            } else {
-                6
-            });
+            cfg.set_max_blobs_per_tx(
+                if spec.is_enabled_in(SpecId::PRAGUE) && !spec.is_enabled_in(SpecId::OSAKA) {
+                    9
+                } else {
+                    6
+                },
+            );
             let block = if unit_error.is_none() {
                 unit.block_env(&mut cfg)
             } else {
@@ -353,10 +364,13 @@ fn run_file(
                     continue;
                 }
                 let t = &unit.transaction;
-                if ix.data >= t.data.len() || ix.gas >= t.gas_limit.len() || ix.value >= t.value.len()
+                if ix.data >= t.data.len()
+                    || ix.gas >= t.gas_limit.len()
+                    || ix.value >= t.value.len()
                 {
-                    out.failures
-                        .push(fail("malformed test: transaction index out of range".into()));
+                    out.failures.push(fail(
+                        "malformed test: transaction index out of range".into(),
+                    ));
                     continue;
                 }
                 let tx = match test.tx_env(unit) {
