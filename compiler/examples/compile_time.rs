@@ -38,7 +38,7 @@ fn main() {
             Err(e) => println!("#{i}: error: {e}"),
         }
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let all = args.next().is_some_and(|a| a == "all");
     for (_, r) in rows.iter().take(if all { usize::MAX } else { 25 }) {
         println!("{r}");

@@ -222,7 +222,11 @@ fn malformed_files_are_per_file_errors_and_the_run_continues() {
     edit_json(&good, &dir.join("f_bad_index.json"), |v| {
         v["add11"]["post"]["Cancun"][0]["indexes"]["data"] = 99.into();
     });
-    let report = statetest::run(&[dir.clone()], &opts(&[TestMode::Interp, TestMode::Jit])).unwrap();
+    let report = statetest::run(
+        std::slice::from_ref(&dir),
+        &opts(&[TestMode::Interp, TestMode::Jit]),
+    )
+    .unwrap();
     eprintln!("{}", report.render(50));
     // The good file passes in both modes; four files are per-file errors in each mode; the
     // out-of-range index is a per-case failure.
@@ -301,7 +305,8 @@ fn first_divergence_names_the_differing_field() {
         memory_hash: B256::ZERO,
         action: "return (Stop)".into(),
     };
-    let same = conformance::first_divergence(&[rec.clone()], &[rec.clone()]);
+    let same =
+        conformance::first_divergence(std::slice::from_ref(&rec), std::slice::from_ref(&rec));
     assert!(same.contains("all 1 frame segments agree"), "{same}");
     let mut other = rec.clone();
     other.native = true;
