@@ -15,8 +15,8 @@
 
 use super::roots::{first_difference, flatten, state_root, FlatAccount};
 use super::{
-    execute_tx, find_json_files, run_files, CaseId, Failure, FileOutcome, FrameCounters, Options,
-    Provider, Report, Skip, TestMode,
+    eip3155_tail, execute_tx, find_json_files, first_divergence, run_files, segments_agree, CaseId,
+    Failure, FileOutcome, FrameCounters, Options, Provider, Report, Skip, TestMode,
 };
 use revm::context::{BlockEnv, CfgEnv};
 use revm::context_interface::block::BlobExcessGasAndPrice;
@@ -136,6 +136,12 @@ fn block_env(h: &BlockHeader, spec: SpecId) -> BlockEnv {
     h.to_block_env(blob)
 }
 
+/// Called before each transaction with (block number index, transaction index, the state the
+/// transaction runs on, its environment): how `--diff` replays one block's transactions in
+/// two modes from the interpreter's state.
+type Probe<'a> =
+    dyn FnMut(usize, usize, &State<EmptyDB>, &CfgEnv, &BlockEnv, &revm::context::TxEnv) + 'a;
+
 /// Why one test failed: at which block, and what.
 struct TestFailure {
     block: usize,
@@ -161,6 +167,7 @@ fn run_test(
     provider: &Provider<'_>,
     counters: Option<&FrameCounters>,
     stop_after: Option<usize>,
+    probe: Option<&mut Probe<'_>>,
 ) -> (State<EmptyDB>, Option<TestFailure>) {
     let mut state = State::builder().build();
     for (address, acc) in test.pre.0.iter() {
@@ -177,7 +184,9 @@ fn run_test(
             acc.storage.iter().map(|(k, v)| (*k, *v)).collect(),
         );
     }
-    let r = run_blocks(&mut state, test, spec, provider, counters, stop_after);
+    let r = run_blocks(
+        &mut state, test, spec, provider, counters, stop_after, probe,
+    );
     (state, r.err())
 }
 
@@ -188,6 +197,7 @@ fn run_blocks(
     provider: &Provider<'_>,
     counters: Option<&FrameCounters>,
     stop_after: Option<usize>,
+    mut probe: Option<&mut Probe<'_>>,
 ) -> Result<(), TestFailure> {
     if let Some((a, _)) = test.pre.0.iter().find(|(_, a)| !fits_u64(a.nonce)) {
         return Err(fail(
@@ -224,7 +234,18 @@ fn run_blocks(
             }
         }
         let snapshot = block.expect_exception.as_ref().map(|_| state.cache.clone());
-        match run_block(state, block, n, &cfg, spec, provider, counters, parent_hash) {
+        let p = probe.as_deref_mut();
+        match run_block(
+            state,
+            block,
+            n,
+            &cfg,
+            spec,
+            provider,
+            counters,
+            parent_hash,
+            p,
+        ) {
             Ok(hash) => {
                 if let Some(exc) = &block.expect_exception {
                     return Err(fail(
@@ -298,6 +319,7 @@ fn run_block(
     provider: &Provider<'_>,
     counters: Option<&FrameCounters>,
     parent_hash: B256,
+    mut probe: Option<&mut Probe<'_>>,
 ) -> Result<B256, TestFailure> {
     let h = block
         .block_header
@@ -378,6 +400,9 @@ fn run_block(
             }),
         }
         .map_err(|e| fail(n, format!("transaction {t}: {e}")))?;
+        if let Some(p) = probe.as_deref_mut() {
+            p(n, t, state, cfg, &env, &tx_env);
+        }
         let run = execute_tx(state, cfg, &env, &tx_env, provider, counters, false);
         match run.result {
             Ok(r) => gas_used += r.tx_gas_used(),
@@ -487,6 +512,41 @@ fn increment(
     Ok(())
 }
 
+/// Runs transaction `t` of block `n` from `st` in the interpreter and in `provider`'s mode,
+/// recording frame segments; describes the first divergence, if any.
+fn tx_divergence(
+    n: usize,
+    t: usize,
+    st: &State<EmptyDB>,
+    cfg: &CfgEnv,
+    env: &BlockEnv,
+    tx: &revm::context::TxEnv,
+    provider: &Provider<'_>,
+) -> Option<String> {
+    let copy = |st: &State<EmptyDB>| {
+        let mut c = State::builder()
+            .with_cached_prestate(st.cache.clone())
+            .build();
+        c.block_hashes = st.block_hashes.clone();
+        c
+    };
+    let (mut si, mut sn) = (copy(st), copy(st));
+    let ri = execute_tx(&mut si, cfg, env, tx, &Provider::None, None, true);
+    let rn = execute_tx(&mut sn, cfg, env, tx, provider, None, true);
+    let (a, b) = (format!("{:?}", ri.result), format!("{:?}", rn.result));
+    if segments_agree(&ri.records, &rn.records) && a == b {
+        return None;
+    }
+    let mut d = format!("block {n}, transaction {t}:\n");
+    d.push_str(&first_divergence(&ri.records, &rn.records));
+    if a != b {
+        d.push_str(&format!("result: interp {a}\n   this mode {b}\n"));
+    }
+    d.push_str("interpreter EIP-3155 trace (last 12 steps):\n");
+    d.push_str(&eip3155_tail(st, cfg, env, tx, 12));
+    Some(d)
+}
+
 fn run_file(
     path: &Path,
     mode: TestMode,
@@ -542,7 +602,7 @@ fn run_file(
                 continue;
             }
         };
-        let (final_state, failure) = run_test(test, spec, provider, Some(counters), None);
+        let (final_state, failure) = run_test(test, spec, provider, Some(counters), None, None);
         let Some(f) = failure else {
             out.passed += 1;
             continue;
@@ -566,12 +626,38 @@ fn run_file(
             divergence: None,
         };
         if !provider.is_interp() {
-            let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None);
+            let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None, None);
             failure.interpreter_passes = Some(interp_failure.is_none());
             if interp_failure.is_none() {
-                let (interp_state, _) = run_test(test, spec, &Provider::None, None, Some(f.block));
+                let mut divergence: Option<String> = None;
+                let mut probe = |n: usize,
+                                 t: usize,
+                                 st: &State<EmptyDB>,
+                                 cfg: &CfgEnv,
+                                 env: &BlockEnv,
+                                 tx: &revm::context::TxEnv| {
+                    if !opts.diff || n != f.block || divergence.is_some() {
+                        return;
+                    }
+                    divergence = tx_divergence(n, t, st, cfg, env, tx, provider);
+                };
+                let (interp_state, _) = run_test(
+                    test,
+                    spec,
+                    &Provider::None,
+                    None,
+                    Some(f.block),
+                    Some(&mut probe),
+                );
                 failure.first_difference =
                     first_difference(&flatten(&interp_state.cache), &flatten(&final_state.cache));
+                failure.divergence = divergence.or_else(|| {
+                    opts.diff.then(|| {
+                        "every transaction of the failing block agrees frame by frame; the \
+                         difference is outside transactions (system calls, withdrawals, rewards)"
+                            .to_string()
+                    })
+                });
             }
         }
         out.failures.push(failure);

@@ -480,20 +480,30 @@ pub fn execute_tx(
     }
 }
 
+/// Whether two frame segments agree on everything but which engine ran them.
+fn segment_eq(a: &FrameRecord, b: &FrameRecord) -> bool {
+    a.depth == b.depth
+        && a.code_hash == b.code_hash
+        && a.pc == b.pc
+        && a.gas_remaining == b.gas_remaining
+        && a.gas_refunded == b.gas_refunded
+        && a.stack == b.stack
+        && a.memory_hash == b.memory_hash
+        && a.memory_len == b.memory_len
+        && a.action == b.action
+}
+
+/// Whether two recorded runs agree segment by segment.
+pub fn segments_agree(interp: &[FrameRecord], native: &[FrameRecord]) -> bool {
+    interp.len() == native.len() && interp.iter().zip(native).all(|(a, b)| segment_eq(a, b))
+}
+
 /// Describes the first frame segment where `native` departs from `interp` (both recorded with
 /// [`execute_tx`]'s `record`), or says that all segments agree.
 pub fn first_divergence(interp: &[FrameRecord], native: &[FrameRecord]) -> String {
     let mut out = String::new();
     for (i, (a, b)) in interp.iter().zip(native).enumerate() {
-        let same = a.depth == b.depth
-            && a.code_hash == b.code_hash
-            && a.pc == b.pc
-            && a.gas_remaining == b.gas_remaining
-            && a.gas_refunded == b.gas_refunded
-            && a.stack == b.stack
-            && a.memory_hash == b.memory_hash
-            && a.action == b.action;
-        if same {
+        if segment_eq(a, b) {
             continue;
         }
         let _ = writeln!(
