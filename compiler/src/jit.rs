@@ -298,18 +298,7 @@ impl JitCompiler {
                 self.engines.len() - 1
             }
         };
-        let (f, codegen_time, opt_time, emit_time) = self.engines[i].compile(&a, opt)?;
-        let stats = CompileStats {
-            analysis: a.stats(),
-            analysis_time,
-            codegen_time,
-            opt_time,
-            emit_time,
-            total_time: t_start.elapsed(),
-            code_len: code.len(),
-            effective_opt: opt,
-        };
-        Ok((f, stats))
+        self.engines[i].compile(&a, opt, t_start, analysis_time, code.len())
     }
 }
 
@@ -398,12 +387,16 @@ impl Engine {
         })
     }
 
-    /// Compiles `a` at `opt` into this engine.
+    /// Compiles `a` (analysed from `code_len` bytes, starting at `t_start`, analysis taking
+    /// `analysis_time`) at `opt` into this engine.
     fn compile(
         &mut self,
         a: &Analysis,
         opt: OptLevel,
-    ) -> Result<(NativeFn, Duration, Duration, Duration), CompileError> {
+        t_start: Instant,
+        analysis_time: Duration,
+        code_len: usize,
+    ) -> Result<(NativeFn, CompileStats), CompileError> {
         // SAFETY: the context is boxed (stable address) and outlives everything created in it:
         // the engine and target machine are dropped before it (field order).
         let cxr: &'static Context = unsafe { &*(self.cx.as_ref() as *const Context) };
@@ -431,7 +424,17 @@ impl Engine {
         // SAFETY: `addr` is the JIT-compiled `i8 (ptr)` function generated above, which has
         // exactly the `NativeFn` ABI; it lives as long as this engine.
         let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
-        Ok((f, codegen_time, opt_time, emit_time))
+        let stats = CompileStats {
+            analysis: a.stats(),
+            analysis_time,
+            codegen_time,
+            opt_time,
+            emit_time,
+            total_time: t_start.elapsed(),
+            code_len,
+            effective_opt: opt,
+        };
+        Ok((f, stats))
     }
 }
 
@@ -564,20 +567,9 @@ impl JitCache {
             Some(e) => e,
             None => Engine::new(level, opt)?,
         };
-        let r = engine.compile(&a, opt);
+        let r = engine.compile(&a, opt, t_start, analysis_time, code.len());
         lock(&self.engines).push(engine);
-        let (f, codegen_time, opt_time, emit_time) = r?;
-        let stats = CompileStats {
-            analysis: a.stats(),
-            analysis_time,
-            codegen_time,
-            opt_time,
-            emit_time,
-            total_time: t_start.elapsed(),
-            code_len: code.len(),
-            effective_opt: opt,
-        };
-        Ok((f, stats))
+        r
     }
 
     /// Counters so far.

@@ -292,17 +292,12 @@ fn expected_post(post: &BTreeMap<Address, Account>) -> BTreeMap<Address, FlatAcc
         .map(|(a, acc)| {
             (
                 *a,
-                FlatAccount {
-                    nonce: acc.nonce.saturating_to(),
-                    balance: acc.balance,
-                    code_hash: keccak256(&acc.code),
-                    storage: acc
-                        .storage
-                        .iter()
-                        .filter(|(_, v)| !v.is_zero())
-                        .map(|(k, v)| (*k, *v))
-                        .collect(),
-                },
+                FlatAccount::new(
+                    acc.nonce.saturating_to(),
+                    acc.balance,
+                    keccak256(&acc.code),
+                    &acc.storage,
+                ),
             )
         })
         .collect()
@@ -607,23 +602,18 @@ fn run_file(
             out.passed += 1;
             continue;
         };
+        let id = CaseId {
+            file: file.clone(),
+            test: name.clone(),
+            fork,
+            index: f.block,
+            indexes: None,
+        };
+        let message = format!("block {}: {}", f.block, f.message);
         let mut failure = Failure {
-            id: CaseId {
-                file: file.clone(),
-                test: name.clone(),
-                fork,
-                index: f.block,
-                indexes: None,
-            },
-            mode,
-            message: format!("block {}: {}", f.block, f.message),
             expected_root: f.expected_root,
             actual_root: f.actual_root,
-            expected_logs: None,
-            actual_logs: None,
-            interpreter_passes: None,
-            first_difference: None,
-            divergence: None,
+            ..Failure::new(id, mode, message)
         };
         if !provider.is_interp() {
             let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None, None);

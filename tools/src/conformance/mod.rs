@@ -138,6 +138,24 @@ pub struct Failure {
     pub divergence: Option<String>,
 }
 
+impl Failure {
+    /// A failure of `id` in `mode` with no roots or diagnostics yet.
+    pub fn new(id: CaseId, mode: TestMode, message: String) -> Self {
+        Self {
+            id,
+            mode,
+            message,
+            expected_root: None,
+            actual_root: None,
+            expected_logs: None,
+            actual_logs: None,
+            interpreter_passes: None,
+            first_difference: None,
+            divergence: None,
+        }
+    }
+}
+
 /// Skipped tests, with the reason.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skip {

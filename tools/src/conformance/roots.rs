@@ -53,6 +53,27 @@ pub struct FlatAccount {
     pub storage: BTreeMap<U256, U256>,
 }
 
+impl FlatAccount {
+    /// An account from its fields; zero-valued slots are dropped (they are not in the trie).
+    pub fn new<'a>(
+        nonce: u64,
+        balance: U256,
+        code_hash: B256,
+        storage: impl IntoIterator<Item = (&'a U256, &'a U256)>,
+    ) -> Self {
+        Self {
+            nonce,
+            balance,
+            code_hash,
+            storage: storage
+                .into_iter()
+                .filter(|(_, v)| !v.is_zero())
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+        }
+    }
+}
+
 /// The trie view of a post-state, ordered by address.
 pub fn flatten(cache: &CacheState) -> BTreeMap<Address, FlatAccount> {
     cache
@@ -61,17 +82,12 @@ pub fn flatten(cache: &CacheState) -> BTreeMap<Address, FlatAccount> {
         .map(|(address, acc)| {
             (
                 address,
-                FlatAccount {
-                    nonce: acc.info.nonce,
-                    balance: acc.info.balance,
-                    code_hash: acc.info.code_hash,
-                    storage: acc
-                        .storage
-                        .iter()
-                        .filter(|(_, v)| !v.is_zero())
-                        .map(|(k, v)| (*k, *v))
-                        .collect(),
-                },
+                FlatAccount::new(
+                    acc.info.nonce,
+                    acc.info.balance,
+                    acc.info.code_hash,
+                    &acc.storage,
+                ),
             )
         })
         .collect()

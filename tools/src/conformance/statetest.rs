@@ -165,21 +165,6 @@ fn execute_and_check(
     }
 }
 
-fn failure(case: &Case<'_>, mode: TestMode, message: String) -> Failure {
-    Failure {
-        id: case.id.clone(),
-        mode,
-        message,
-        expected_root: None,
-        actual_root: None,
-        expected_logs: None,
-        actual_logs: None,
-        interpreter_passes: None,
-        first_difference: None,
-        divergence: None,
-    }
-}
-
 fn run_case(
     case: &Case<'_>,
     mode: TestMode,
@@ -189,7 +174,7 @@ fn run_case(
 ) -> Option<Failure> {
     let c = execute_and_check(case, provider, Some(counters));
     let message = c.error?;
-    let mut f = failure(case, mode, message);
+    let mut f = Failure::new(case.id.clone(), mode, message);
     f.expected_root = Some(case.test.hash);
     f.actual_root = Some(c.state_root);
     f.expected_logs = Some(case.test.logs);
@@ -348,16 +333,9 @@ fn run_file(
                     indexes: Some([ix.data, ix.gas, ix.value]),
                 };
                 let fail = |message: String| Failure {
-                    id: id.clone(),
-                    mode,
-                    message,
                     expected_root: Some(test.hash),
-                    actual_root: None,
                     expected_logs: Some(test.logs),
-                    actual_logs: None,
-                    interpreter_passes: None,
-                    first_difference: None,
-                    divergence: None,
+                    ..Failure::new(id.clone(), mode, message)
                 };
                 if let Some(e) = &unit_error {
                     out.failures.push(fail(format!("malformed test: {e}")));
