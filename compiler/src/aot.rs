@@ -179,6 +179,12 @@ fn aot_target_machine(cpu: TargetCpu, opt: OptLevel) -> Result<TargetMachine, Co
         .ok_or_else(|| CompileError::Llvm("could not create a target machine".into()))
 }
 
+/// This host's CPU features as LLVM names them (`+a,-b,...`), for verifying native libraries.
+pub fn host_cpu_features() -> Result<String, CompileError> {
+    init_llvm()?;
+    Ok(TargetMachine::get_host_cpu_features().to_string())
+}
+
 /// The target description a build with `cpu` records.
 pub fn target_info(cpu: TargetCpu) -> Result<TargetInfo, CompileError> {
     let tm = aot_target_machine(cpu, OptLevel::O0)?;

@@ -34,6 +34,7 @@ fn opts(modes: &[TestMode]) -> Options {
         diff: false,
         progress: false,
         include_slow: false,
+        aot_lib: None,
     }
 }
 
