@@ -78,6 +78,13 @@ enum Cmd {
         /// Fork to run under.
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
+        /// Skip the AOT column (by default the fixtures' contracts are first compiled into a
+        /// temporary library for this CPU, in parallel).
+        #[arg(long)]
+        no_aot: bool,
+        /// Use this AOT library for the AOT column instead of building one.
+        #[arg(long, value_name = "LIB.so", conflicts_with = "no_aot")]
+        lib: Option<PathBuf>,
     },
     /// Run GeneralStateTests-format files (directories recursively) in interp/JIT modes.
     ///
@@ -383,16 +390,26 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             min_iters,
             opt,
             spec,
+            no_aot,
+            lib,
         } => {
             check_spec(spec)?;
-            let cfg = BenchConfig {
+            let mut cfg = BenchConfig {
                 spec,
                 opt,
                 budget: Duration::from_secs_f64(time),
                 min_iterations: min_iters,
                 iterations: repeat,
+                aot: None,
             };
-            cmd_bench(fixtures, embedded, json, &cfg)
+            let aot = if no_aot {
+                AotChoice::None
+            } else if let Some(l) = lib {
+                AotChoice::Load(l)
+            } else {
+                AotChoice::Build
+            };
+            cmd_bench(fixtures, embedded, json, &mut cfg, aot)
         }
         Cmd::Analyze { code, spec } => {
             check_spec(spec)?;
@@ -603,13 +620,59 @@ fn bench_fixtures(paths: Vec<PathBuf>, embedded: bool) -> Result<Vec<Fixture>, S
     Ok(out)
 }
 
+/// Where `ember bench` gets its AOT column from.
+enum AotChoice {
+    None,
+    Load(PathBuf),
+    Build,
+}
+
 fn cmd_bench(
     paths: Vec<PathBuf>,
     embedded: bool,
     json: bool,
-    cfg: &BenchConfig,
+    cfg: &mut BenchConfig,
+    aot: AotChoice,
 ) -> Result<ExitCode, String> {
     let fixtures = bench_fixtures(paths, embedded)?;
+    let mut _aot_dir = None;
+    let lib = match aot {
+        AotChoice::None => None,
+        AotChoice::Load(path) => Some(
+            ember_runtime::AotLibrary::load(&path, &ember_tools::aot::host())
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        AotChoice::Build => {
+            let codes: Vec<Vec<u8>> = fixtures
+                .iter()
+                .flat_map(|f| f.codes.iter().map(|c| c.to_vec()))
+                .collect();
+            let contracts = ember_tools::aot::contracts_for(&codes, cfg.spec);
+            let dir = tempfile::Builder::new()
+                .prefix("ember-bench-aot-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            let opts = ember_compiler::aot::AotOptions {
+                opt: cfg.opt,
+                target_cpu: ember_compiler::aot::TargetCpu::Native,
+                ..Default::default()
+            };
+            let out = dir.path().join("bench.so");
+            let (r, lib) = ember_tools::aot::build_and_load(&contracts, &opts, &out, !json)?;
+            eprintln!(
+                "aot: {} contract(s) compiled for this CPU in {:.1} s wall ({:.1} s CPU), linked in {:.2} s{}",
+                r.set.objects.len(),
+                r.set.wall.as_secs_f64(),
+                r.set.compile_time().as_secs_f64(),
+                r.link.time.as_secs_f64(),
+                if r.set.failures.is_empty() { String::new() } else { format!("; {} not compiled", r.set.failures.len()) }
+            );
+            _aot_dir = Some(dir);
+            Some(lib)
+        }
+    };
+    cfg.aot = lib.map(std::sync::Arc::new);
+    let cfg = &*cfg;
     let mut results: Vec<BenchResult> = Vec::new();
     let mut failed = 0usize;
     let mut mismatches = Vec::new();
@@ -642,7 +705,7 @@ fn cmd_bench(
         }
         if !r.mismatch.is_empty() {
             eprintln!(
-                "MISMATCH: {}: the JIT result differs from the interpreter's:",
+                "MISMATCH: {}: the JIT or AOT result differs from the interpreter's:",
                 r.name
             );
             for line in r.mismatch.lines() {
@@ -665,10 +728,16 @@ fn cmd_bench(
             bench::geomean_ratio(&results),
             results.len()
         );
+        if cfg.aot.is_some() {
+            println!(
+                "geometric mean AOT ratio: {:.2}x",
+                bench::geomean_aot_ratio(&results)
+            );
+        }
     }
     if !mismatches.is_empty() {
         eprintln!(
-            "error: {} fixture(s) where the JIT differs from the interpreter: {}",
+            "error: {} fixture(s) where compiled code differs from the interpreter: {}",
             mismatches.len(),
             mismatches.join(", ")
         );
