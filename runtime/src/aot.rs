@@ -35,7 +35,7 @@ use crate::abi::{NativeFn, ABI_VERSION};
 use crate::evm::NativeProvider;
 use object::elf;
 use object::read::elf::{Dyn, ElfFile64, FileHeader, ProgramHeader};
-use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectSection, ObjectSymbol, ReadRef, SymbolKind};
 use revm::primitives::{hardfork::SpecId, B256};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -323,16 +323,24 @@ pub fn read_manifest(data: &[u8]) -> Result<Manifest, AotError> {
     manifest_of(&file)
 }
 
-fn parse_elf(data: &[u8]) -> Result<ElfFile64<'_, object::Endianness>, AotError> {
-    if !data.starts_with(&elf::ELFMAG) {
-        let head: String = data.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        return Err(AotError::NotElf(if data.is_empty() {
+type Elf<'data, R> = ElfFile64<'data, object::Endianness, R>;
+
+fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<Elf<'data, R>, AotError> {
+    let len = data
+        .len()
+        .map_err(|()| AotError::Malformed("cannot read the file".into()))?;
+    let head = data
+        .read_bytes_at(0, len.min(5))
+        .map_err(|()| AotError::Malformed("cannot read the file header".into()))?;
+    if !head.starts_with(&elf::ELFMAG) {
+        let hex: String = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(AotError::NotElf(if head.is_empty() {
             "empty file".into()
         } else {
-            format!("0x{head}")
+            format!("0x{hex}")
         }));
     }
-    if data.get(4) != Some(&elf::ELFCLASS64) {
+    if head.get(4) != Some(&elf::ELFCLASS64) {
         return Err(AotError::Mismatch {
             field: "ELF class",
             library: "32-bit or unknown".into(),
@@ -342,7 +350,7 @@ fn parse_elf(data: &[u8]) -> Result<ElfFile64<'_, object::Endianness>, AotError>
     ElfFile64::parse(data).map_err(|e| AotError::Malformed(e.to_string()))
 }
 
-fn manifest_of(file: &ElfFile64<'_, object::Endianness>) -> Result<Manifest, AotError> {
+fn manifest_of<'data, R: ReadRef<'data>>(file: &Elf<'data, R>) -> Result<Manifest, AotError> {
     let section = file
         .section_by_name(MANIFEST_SECTION)
         .ok_or(AotError::NoManifest)?;
@@ -361,6 +369,18 @@ fn manifest_of(file: &ElfFile64<'_, object::Endianness>) -> Result<Manifest, Aot
 /// Checks the library in `data` against this process and `host` (see the module docs) without
 /// loading it.
 pub fn verify(data: &[u8], host: &HostTarget) -> Result<Verified, AotError> {
+    verify_ref(data, host)
+}
+
+/// [`verify`] over any [`ReadRef`] (a byte slice, or a [`object::ReadCache`] over a file so
+/// that only headers, symbol tables and the manifest are read).
+pub fn verify_ref<'data, R: ReadRef<'data>>(
+    data: R,
+    host: &HostTarget,
+) -> Result<Verified, AotError> {
+    let file_size = data
+        .len()
+        .map_err(|()| AotError::Malformed("cannot read the file".into()))?;
     let file = parse_elf(data)?;
     let endian = file.endian();
     let header = file.elf_header();
@@ -391,7 +411,7 @@ pub fn verify(data: &[u8], host: &HostTarget) -> Result<Verified, AotError> {
     Ok(Verified {
         manifest,
         entries,
-        file_size: data.len() as u64,
+        file_size,
     })
 }
 
@@ -447,7 +467,7 @@ fn check_manifest(m: &Manifest, host: &HostTarget) -> Result<(), AotError> {
     Ok(())
 }
 
-fn check_dynamic(file: &ElfFile64<'_, object::Endianness>, data: &[u8]) -> Result<(), AotError> {
+fn check_dynamic<'data, R: ReadRef<'data>>(file: &Elf<'data, R>, data: R) -> Result<(), AotError> {
     let endian = file.endian();
     let mut found = false;
     for ph in file.elf_program_headers() {
@@ -492,8 +512,8 @@ fn check_dynamic(file: &ElfFile64<'_, object::Endianness>, data: &[u8]) -> Resul
     Ok(())
 }
 
-fn check_entries(
-    file: &ElfFile64<'_, object::Endianness>,
+fn check_entries<'data, R: ReadRef<'data>>(
+    file: &Elf<'data, R>,
     m: &Manifest,
 ) -> Result<Vec<(B256, SpecId, String)>, AotError> {
     let mut defined: HashMap<&str, (SymbolKind, u64)> = HashMap::new();
@@ -567,19 +587,26 @@ impl std::fmt::Debug for AotLibrary {
 impl AotLibrary {
     /// Verifies (see the module docs) and loads the library at `path`.
     pub fn load(path: &Path, host: &HostTarget) -> Result<Self, AotError> {
-        use std::io::Read;
         let io = |source| AotError::Io {
             path: path.to_path_buf(),
             source,
         };
         let t0 = Instant::now();
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(AotError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
+        // Read only what verification needs (headers, dynamic table, symbols, manifest): a
+        // library of thousands of contracts is hundreds of MiB of code.
+        let cache = object::ReadCache::new(file);
         let t1 = Instant::now();
-        let verified = verify(&data, host)?;
+        let verified = verify_ref(&cache, host)?;
         let t2 = Instant::now();
-        drop(data);
+        let file = cache.into_inner();
         // Load through the descriptor we read from: the inode that was verified is the one
         // mapped, even if the path is replaced in between.
         #[cfg(target_os = "linux")]

@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"x\": 1}").unwrap();
-        assert!(read_inputs(&[bad.clone()])
+        assert!(read_inputs(std::slice::from_ref(&bad))
             .unwrap_err()
             .contains("no contract code"));
         std::fs::write(&bad, "{not json").unwrap();

@@ -834,7 +834,7 @@ where
         &ProgressBar::hidden(),
     );
     let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    found.sort_by(|a, b| (a.0, a.2 as u8).cmp(&(b.0, b.2 as u8)));
+    found.sort_by_key(|a| (a.0, a.2 as u8));
     found.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
     let contracts: Vec<AotContract> = found
         .into_iter()
