@@ -340,7 +340,12 @@ impl Report {
             if let Some((t, len)) = c.slowest {
                 let _ = write!(out, ", slowest {t:.3} s for {len} bytes");
             }
-            let _ = writeln!(out, "), {} not compiled (run interpreted):", c.failed);
+            let _ = writeln!(
+                out,
+                "), {} not compiled (run interpreted){}",
+                c.failed,
+                if c.failures.is_empty() { "" } else { ":" }
+            );
             for (hash, spec, len, why) in &c.failures {
                 let _ = writeln!(out, "        {hash} ({spec}, {len} bytes): {why}");
             }
@@ -351,7 +356,7 @@ impl Report {
                     out,
                     "   aot: {} of {} contracts compiled into {} ({:.1} MiB) in {:.2} s wall \
                      ({:.2} s CPU), linked in {:.2} s, loaded and verified in {:.3} s; {} not \
-                     compiled (run interpreted):",
+                     compiled (run interpreted){}",
                     a.functions,
                     a.contracts,
                     a.library,
@@ -360,7 +365,8 @@ impl Report {
                     a.compile_cpu_secs,
                     a.link_secs,
                     a.load_secs,
-                    a.failures.len()
+                    a.failures.len(),
+                    if a.failures.is_empty() { "" } else { ":" }
                 );
             } else {
                 let _ = writeln!(
