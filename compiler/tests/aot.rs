@@ -117,7 +117,7 @@ fn builds_and_loads_a_library() {
 fn loads_many_different_libraries_in_one_process() {
     for (i, c) in contracts().into_iter().take(3).enumerate() {
         let out = tmp(&format!("many{i}.so"));
-        let r = build_library(&[c.clone()], &opts(), &out, &|_| {}).unwrap();
+        let r = build_library(std::slice::from_ref(&c), &opts(), &out, &|_| {}).unwrap();
         assert_eq!(r.set.objects.len(), 1);
         let lib = AotLibrary::load(&out, &HostTarget::default())
             .unwrap_or_else(|e| panic!("library {i}: {e}"));
