@@ -242,23 +242,23 @@ impl Worker {
         let tm = &self.machines[tm_index].1;
         let symbol = symbol_name(&hash, c.spec);
         let module = cx.create_module(&symbol);
-        let (codegen_time, opt_time) = build_module(cx, &module, &a, &symbol, tm, opt)?;
+        let phases = build_module(cx, &module, &a, &symbol, tm, opt)?;
         let t_emit = Instant::now();
         let buf = tm
             .write_to_memory_buffer(&module, FileType::Object)
             .map_err(|e| CompileError::Llvm(e.to_string()))?;
         let object = buf.as_slice().to_vec();
         drop(module);
-        let stats = CompileStats {
-            analysis: a.stats(),
+        let emit_time = t_emit.elapsed();
+        let stats = CompileStats::new(
+            &a,
+            opt,
+            c.code.len(),
+            t_start,
             analysis_time,
-            codegen_time,
-            opt_time,
-            emit_time: t_emit.elapsed(),
-            total_time: t_start.elapsed(),
-            code_len: c.code.len(),
-            effective_opt: opt,
-        };
+            phases,
+            emit_time,
+        );
         Ok(CompiledObject {
             entry: ManifestEntry {
                 code_hash: hash,
@@ -323,7 +323,7 @@ pub fn compile_objects(
                             // The context may be in any state after a panic: start afresh.
                             worker.cx = None;
                             worker.machines.clear();
-                            Err(format!("internal compiler error: {}", panic_text(&p)))
+                            Err(format!("internal compiler error: {}", panic_message(&p)))
                         }
                     };
                     results
@@ -364,7 +364,8 @@ pub fn compile_objects(
     })
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic (`&str` or `String` payloads; `"panic"` otherwise).
+pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -615,6 +616,22 @@ pub fn build_library(
 ) -> Result<LibraryReport, CompileError> {
     let linker = Linker::detect()?;
     let mut set = compile_objects(contracts, opts, on_done)?;
+    if set.objects.is_empty() {
+        let first = set
+            .failures
+            .first()
+            .map(|f| {
+                format!(
+                    " (first: {} ({} bytes): {})",
+                    f.code_hash, f.code_len, f.reason
+                )
+            })
+            .unwrap_or_default();
+        return Err(CompileError::Link(format!(
+            "none of the {} contract(s) compiled{first}; no library written",
+            set.failures.len()
+        )));
+    }
     let manifest = set.manifest(&linker);
     let objects: Vec<&[u8]> = set.objects.iter().map(|o| o.object.as_slice()).collect();
     let link = link(&objects, &manifest, &linker, out)?;

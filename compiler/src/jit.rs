@@ -39,6 +39,31 @@ pub struct CompileStats {
     pub effective_opt: OptLevel,
 }
 
+impl CompileStats {
+    /// The stats of a compilation of `a` (`code_len` bytes) at `opt` that started at
+    /// `t_start`, given its phase times (`phases` as returned by `build_module`).
+    pub(crate) fn new(
+        a: &Analysis,
+        opt: OptLevel,
+        code_len: usize,
+        t_start: Instant,
+        analysis_time: Duration,
+        (codegen_time, opt_time): (Duration, Duration),
+        emit_time: Duration,
+    ) -> Self {
+        Self {
+            analysis: a.stats(),
+            analysis_time,
+            codegen_time,
+            opt_time,
+            emit_time,
+            total_time: t_start.elapsed(),
+            code_len,
+            effective_opt: opt,
+        }
+    }
+}
+
 /// Contracts with more reachable gas/stack sections than this are compiled at `O0`: LLVM's
 /// optimising pipeline and register allocator grow superlinearly with function size (a
 /// 24,576-byte run of JUMPDESTs takes minutes at `O2`, under 3 s at `O0`). Seaport, the
@@ -323,7 +348,7 @@ fn compile_one(
     let cxr: &'static Context = unsafe { &*(cx.as_ref() as *const Context) };
     let module = cxr.create_module("ember");
     let tm = host_target_machine(opt)?;
-    let (codegen_time, opt_time) = build_module(cxr, &module, &a, "ember_contract", &tm, opt)?;
+    let phases = build_module(cxr, &module, &a, "ember_contract", &tm, opt)?;
     if dump_ir {
         eprintln!("{}", module.print_to_string().to_string());
     }
@@ -340,16 +365,15 @@ fn compile_one(
     let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
     // The module handle is dropped here; the engine owns the module from now on.
     drop(module);
-    let stats = CompileStats {
-        analysis: a.stats(),
+    let stats = CompileStats::new(
+        &a,
+        opt,
+        code.len(),
+        t_start,
         analysis_time,
-        codegen_time,
-        opt_time,
+        phases,
         emit_time,
-        total_time: t_start.elapsed(),
-        code_len: code.len(),
-        effective_opt: opt,
-    };
+    );
     Ok((f, JitModule { _ee: ee, _cx: cx }, stats))
 }
 
@@ -403,7 +427,7 @@ impl Engine {
         let name = format!("ember_{}", self.functions);
         self.functions += 1;
         let module = cxr.create_module(&name);
-        let (codegen_time, opt_time) = build_module(cxr, &module, a, &name, &self.tm, opt)?;
+        let phases = build_module(cxr, &module, a, &name, &self.tm, opt)?;
         let t_emit = Instant::now();
         match &self.ee {
             Some(ee) => ee
@@ -424,16 +448,7 @@ impl Engine {
         // SAFETY: `addr` is the JIT-compiled `i8 (ptr)` function generated above, which has
         // exactly the `NativeFn` ABI; it lives as long as this engine.
         let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
-        let stats = CompileStats {
-            analysis: a.stats(),
-            analysis_time,
-            codegen_time,
-            opt_time,
-            emit_time,
-            total_time: t_start.elapsed(),
-            code_len,
-            effective_opt: opt,
-        };
+        let stats = CompileStats::new(a, opt, code_len, t_start, analysis_time, phases, emit_time);
         Ok((f, stats))
     }
 }

@@ -558,12 +558,20 @@ fn check_entries<'data, R: ReadRef<'data>>(
 /// Timings of a load.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadStats {
-    /// Reading the file.
+    /// Opening the file (verification reads what it needs lazily, so that time is in
+    /// `verify`).
     pub read: Duration,
     /// Every check of [`verify`].
     pub verify: Duration,
     /// `dlopen` and resolving every symbol.
     pub open: Duration,
+}
+
+impl LoadStats {
+    /// Open, verify and `dlopen`, together.
+    pub fn total(&self) -> Duration {
+        self.read + self.verify + self.open
+    }
 }
 
 /// A verified, loaded library; implements [`NativeProvider`].

@@ -481,7 +481,7 @@ fn cmd_run(
             path.display(),
             l.len(),
             l.file_size(),
-            (st.read + st.verify + st.open).as_secs_f64() * 1e3
+            st.total().as_secs_f64() * 1e3
         );
         let missing: Vec<_> = fx
             .codes
@@ -757,38 +757,22 @@ fn cmd_compile(
     opts: &ember_compiler::aot::AotOptions,
     json: bool,
 ) -> Result<ExitCode, String> {
-    use ember_compiler::aot;
     let t0 = Instant::now();
     let read = ember_tools::aot::read_inputs(inputs)?;
     for w in &read.warnings {
         eprintln!("warning: {w}");
     }
     let contracts = ember_tools::aot::contracts_for(&read.codes, spec);
-    let linker = aot::Linker::detect().map_err(|e| e.to_string())?;
-    let bar = ember_tools::aot::progress_bar(contracts.len(), !json);
-    let mut set = aot::compile_objects(&contracts, opts, &|n| bar.set_position(n as u64))
-        .map_err(|e| e.to_string())?;
-    bar.finish_and_clear();
-    if set.objects.is_empty() {
-        for f in &set.failures {
-            eprintln!("  {} ({} bytes): {}", f.code_hash, f.code_len, f.reason);
-        }
-        return Err(format!(
-            "none of the {} contract(s) compiled; no library written",
-            set.failures.len()
-        ));
-    }
-    let manifest = set.manifest(&linker);
-    let objects: Vec<&[u8]> = set.objects.iter().map(|o| o.object.as_slice()).collect();
-    let link = aot::link(&objects, &manifest, &linker, output).map_err(|e| e.to_string())?;
-    for o in &mut set.objects {
-        o.object = Vec::new();
-    }
-    // Load it back: what we ship must pass the loader's checks.
-    let t_load = Instant::now();
-    let lib = ember_runtime::AotLibrary::load(output, &ember_tools::aot::host())
-        .map_err(|e| format!("the library just written does not load: {e}"))?;
-    let load_secs = t_load.elapsed().as_secs_f64();
+    // Loaded back before reporting: what we ship must pass the loader's checks.
+    let (built, lib) = ember_tools::aot::build_and_load(&contracts, opts, output, !json)?;
+    let (set, manifest, link, linker) = (
+        &built.set,
+        &built.manifest,
+        &built.link,
+        &built.manifest.linker,
+    );
+    let st = lib.load_stats();
+    let load_secs = st.total().as_secs_f64();
     let wall = t0.elapsed().as_secs_f64();
     let tiered = set
         .objects
@@ -815,7 +799,7 @@ fn cmd_compile(
                 "code_hash": e.code_hash, "code_len": e.code_len, "opt": e.opt, "secs": t,
             })),
             "link_secs": link.time.as_secs_f64(),
-            "linker": linker.description,
+            "linker": linker,
             "load_verify_secs": load_secs,
             "wall_secs": wall,
             "target": manifest.target,
@@ -850,7 +834,7 @@ fn cmd_compile(
         t.push_str(&format!(
             "link: {:.2} s with {}\n",
             link.time.as_secs_f64(),
-            linker.description
+            linker
         ));
         t.push_str(&format!(
             "library: {} ({:.1} MiB, {} functions, target {} cpu {}), loaded and verified in {:.1} ms\n",

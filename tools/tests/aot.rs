@@ -85,6 +85,20 @@ fn ember(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `ember run FIXTURE --mode aot --lib LIB EXTRA...`.
+fn run_aot(fx: &Path, lib: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "run",
+        fx.to_str().unwrap(),
+        "--mode",
+        "aot",
+        "--lib",
+        lib.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ember(&args)
+}
+
 #[test]
 fn cli_compile_inspect_run_and_refuse() {
     let dir = scratch("cli");
@@ -110,30 +124,13 @@ fn cli_compile_inspect_run_and_refuse() {
     assert!(stdout.contains("loads (every check passed)"), "{stdout}");
     assert!(stdout.contains("ember_cancun_"), "{stdout}");
 
-    let (ok, stdout, stderr) = ember(&[
-        "run",
-        fx.to_str().unwrap(),
-        "--mode",
-        "aot",
-        "--lib",
-        lib_s,
-        "--check",
-    ]);
+    let (ok, stdout, stderr) = run_aot(&fx, &lib, &["--check"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("identical to the interpreter"), "{stdout}");
     assert!(stdout.contains("native, 0 interpreted"), "{stdout}");
 
     // Another fork than the library was built for: says so, runs interpreted.
-    let (ok, stdout, _) = ember(&[
-        "run",
-        fx.to_str().unwrap(),
-        "--mode",
-        "aot",
-        "--lib",
-        lib_s,
-        "--spec",
-        "shanghai",
-    ]);
+    let (ok, stdout, _) = run_aot(&fx, &lib, &["--spec", "shanghai"]);
     assert!(ok, "{stdout}");
     assert!(
         stdout.contains("not in the library for Shanghai"),
@@ -145,14 +142,7 @@ fn cli_compile_inspect_run_and_refuse() {
     let bytes = std::fs::read(&lib).unwrap();
     let cut = dir.join("cut.so");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let (ok, _, stderr) = ember(&[
-        "run",
-        fx.to_str().unwrap(),
-        "--mode",
-        "aot",
-        "--lib",
-        cut.to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) = run_aot(&fx, &cut, &[]);
     assert!(!ok);
     assert!(
         stderr.starts_with("error: ") && stderr.contains("truncated or corrupt"),

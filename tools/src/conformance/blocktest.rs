@@ -15,8 +15,9 @@
 
 use super::roots::{first_difference, flatten, state_root, FlatAccount};
 use super::{
-    eip3155_tail, execute_tx, find_json_files, first_divergence, run_files, segments_agree, CaseId,
-    Failure, FileOutcome, FrameCounters, Options, Provider, Report, Skip, TestMode,
+    eip3155_tail, execute_tx, find_json_files, first_divergence, parse_test_file, read_test_file,
+    run_files, segments_agree, CaseId, Failure, FileOutcome, FrameCounters, Options, Provider,
+    Report, Skip, TestMode,
 };
 use revm::context::{BlockEnv, CfgEnv};
 use revm::context_interface::block::BlobExcessGasAndPrice;
@@ -550,36 +551,17 @@ fn run_file(
     opts: &Options,
 ) -> FileOutcome {
     let file = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_test_file(path) {
         Ok(t) => t,
-        Err(e) => {
-            return FileOutcome {
-                error: Some(format!("cannot read: {e}")),
-                ..Default::default()
-            }
-        }
+        Err(o) => return o,
     };
-    let suite: BlockchainTest = match serde_json::from_str(&text) {
+    let suite: BlockchainTest = match parse_test_file(&text, "blockchain test") {
         Ok(s) => s,
-        Err(e) => {
-            return FileOutcome {
-                error: Some(format!("not a valid blockchain test file: {e}")),
-                ..Default::default()
-            }
-        }
+        Err(o) => return o,
     };
     let mut out = FileOutcome::default();
-    let file_matches = opts
-        .filter
-        .as_ref()
-        .is_none_or(|f| file.contains(f.as_str()));
     for (name, test) in &suite.0 {
-        if !file_matches
-            && !opts
-                .filter
-                .as_ref()
-                .is_some_and(|f| name.contains(f.as_str()))
-        {
+        if !opts.selects(&file, name) {
             continue;
         }
         let fork = format!("{:?}", test.network);

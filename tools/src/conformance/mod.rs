@@ -16,7 +16,7 @@ pub mod blocktest;
 pub mod roots;
 pub mod statetest;
 
-use ember_compiler::aot::{AotContract, AotOptions, TargetCpu};
+use ember_compiler::aot::{panic_message, AotContract, AotOptions, TargetCpu};
 use ember_compiler::{JitCache, OptLevel};
 use ember_runtime::{AotLibrary, EmberEvm, FrameRecord, NativeFn, NativeProvider};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,6 +76,29 @@ pub struct Options {
     /// AOT mode: load this library instead of compiling the tests' contracts into a
     /// temporary one.
     pub aot_lib: Option<std::path::PathBuf>,
+}
+
+impl Options {
+    /// Whether test `name` of `file` is selected by [`Options::filter`].
+    pub fn selects(&self, file: &str, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| file.contains(f.as_str()) || name.contains(f.as_str()))
+    }
+}
+
+/// Reads a test file as text; the error is the file's outcome.
+pub fn read_test_file(path: &Path) -> Result<String, FileOutcome> {
+    std::fs::read_to_string(path).map_err(|e| FileOutcome::error(format!("cannot read: {e}")))
+}
+
+/// Parses a test file's JSON as `T` (`what` names the format in the error).
+pub fn parse_test_file<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, FileOutcome> {
+    serde_json::from_str(text)
+        .map_err(|e| FileOutcome::error(format!("not a valid {what} file: {e}")))
 }
 
 /// Where one case stands.
@@ -744,6 +767,16 @@ pub struct FileOutcome {
     pub error: Option<String>,
 }
 
+impl FileOutcome {
+    /// The outcome of a file that could not be run.
+    pub fn error(message: String) -> Self {
+        Self {
+            error: Some(message),
+            ..Default::default()
+        }
+    }
+}
+
 /// Runs `run_file` over every file on the pool's workers; outcomes in file order.
 #[allow(clippy::too_many_arguments)]
 fn run_pass<F>(
@@ -772,13 +805,10 @@ where
                     run_file(path, mode, provider, counters, opts)
                 })) {
                     Ok(o) => o,
-                    Err(p) => FileOutcome {
-                        error: Some(format!(
-                            "internal error while running this file: {}",
-                            panic_message(&p)
-                        )),
-                        ..Default::default()
-                    },
+                    Err(p) => FileOutcome::error(format!(
+                        "internal error while running this file: {}",
+                        panic_message(&p)
+                    )),
                 };
                 if !collect {
                     passed.fetch_add(o.passed as u64, Ordering::Relaxed);
@@ -823,7 +853,7 @@ where
             built: false,
             functions: lib.len(),
             size_bytes: lib.file_size(),
-            load_secs: (st.read + st.verify + st.open).as_secs_f64(),
+            load_secs: st.total().as_secs_f64(),
             ..Default::default()
         };
         return Ok((lib, None, summary));
@@ -871,7 +901,7 @@ where
         compile_wall_secs: built.set.wall.as_secs_f64(),
         compile_cpu_secs: built.set.compile_time().as_secs_f64(),
         link_secs: built.link.time.as_secs_f64(),
-        load_secs: (st.read + st.verify + st.open).as_secs_f64(),
+        load_secs: st.total().as_secs_f64(),
         failures: built
             .set
             .failures
@@ -1031,11 +1061,4 @@ where
     }
     report.wall_secs = t_all.elapsed().as_secs_f64();
     report
-}
-
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
 }

@@ -7,8 +7,9 @@
 
 use super::roots::{first_difference, flatten, logs_hash, state_root};
 use super::{
-    eip3155_tail, execute_tx, find_json_files, first_divergence, run_files, CaseId, Failure,
-    FileOutcome, FrameCounters, Options, Provider, Report, Skip, TestMode,
+    eip3155_tail, execute_tx, find_json_files, first_divergence, parse_test_file, read_test_file,
+    run_files, CaseId, Failure, FileOutcome, FrameCounters, Options, Provider, Report, Skip,
+    TestMode,
 };
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::database::{CacheState, EmptyDB, State};
@@ -244,39 +245,20 @@ fn run_file(
     opts: &Options,
 ) -> FileOutcome {
     let file = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_test_file(path) {
         Ok(t) => t,
-        Err(e) => {
-            return FileOutcome {
-                error: Some(format!("cannot read: {e}")),
-                ..Default::default()
-            }
-        }
+        Err(o) => return o,
     };
     if let Some(reason) = skipped_file(path, opts.include_slow) {
         return file_outcome_skip(&file, mode, reason, Some(&text));
     }
-    let suite: TestSuite = match serde_json::from_str(&text) {
+    let suite: TestSuite = match parse_test_file(&text, "state test") {
         Ok(s) => s,
-        Err(e) => {
-            return FileOutcome {
-                error: Some(format!("not a valid state test file: {e}")),
-                ..Default::default()
-            }
-        }
+        Err(o) => return o,
     };
     let mut out = FileOutcome::default();
-    let file_matches = opts
-        .filter
-        .as_ref()
-        .is_none_or(|f| file.contains(f.as_str()));
     for (name, unit) in &suite.0 {
-        if !file_matches
-            && !opts
-                .filter
-                .as_ref()
-                .is_some_and(|f| name.contains(f.as_str()))
-        {
+        if !opts.selects(&file, name) {
             continue;
         }
         let unit_error = validate_unit(unit).err();
