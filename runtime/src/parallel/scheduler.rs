@@ -1,0 +1,320 @@
+//! The Block-STM collaborative scheduler (Gelashvili et al., 2022, algorithms 4 and 5):
+//! execution and validation indexes that only move down when work must be redone, per-transaction
+//! status with incarnation numbers, and dependency lists of transactions suspended on an
+//! ESTIMATE.
+//!
+//! Two departures from the paper: a read that hits the ESTIMATE of a transaction that is being
+//! executed right now waits for it on a condition variable instead of abandoning its execution
+//! (the chain of such waits strictly descends in transaction index and ends at a running
+//! execution, so it cannot deadlock); and an idle worker sleeps on a condition variable until
+//! the scheduler's state changes instead of spinning.
+
+use super::mvmemory::{Incarnation, TxIdx, Version};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    ReadyToExecute(Incarnation),
+    Executing(Incarnation),
+    Executed(Incarnation),
+    Aborting(Incarnation),
+}
+
+/// A unit of work handed to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    Execute(Version),
+    Validate(Version),
+}
+
+/// What a read that hit an ESTIMATE should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DependencyOutcome {
+    /// The blocking transaction has finished an execution: read again.
+    Retry,
+    /// The reader was registered as a dependent and must abandon its execution.
+    Suspended,
+}
+
+struct TxState {
+    status: Mutex<Status>,
+    changed: Condvar,
+    dependents: Mutex<Vec<TxIdx>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The scheduler of one block.
+pub(crate) struct Scheduler {
+    block_size: usize,
+    execution_idx: AtomicUsize,
+    validation_idx: AtomicUsize,
+    decrease_cnt: AtomicUsize,
+    num_active_tasks: AtomicUsize,
+    done: AtomicBool,
+    txs: Box<[TxState]>,
+    idle: Mutex<u64>,
+    idle_cv: Condvar,
+    /// Blocking waits on a running execution.
+    pub(crate) waits: AtomicU64,
+    /// Executions suspended on an ESTIMATE.
+    pub(crate) suspensions: AtomicU64,
+}
+
+impl Scheduler {
+    pub(crate) fn new(block_size: usize) -> Self {
+        Self {
+            block_size,
+            execution_idx: AtomicUsize::new(0),
+            validation_idx: AtomicUsize::new(0),
+            decrease_cnt: AtomicUsize::new(0),
+            num_active_tasks: AtomicUsize::new(0),
+            done: AtomicBool::new(block_size == 0),
+            txs: (0..block_size)
+                .map(|_| TxState {
+                    status: Mutex::new(Status::ReadyToExecute(0)),
+                    changed: Condvar::new(),
+                    dependents: Mutex::new(Vec::new()),
+                })
+                .collect(),
+            idle: Mutex::new(0),
+            idle_cv: Condvar::new(),
+            waits: AtomicU64::new(0),
+            suspensions: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether all work is done (or [`Scheduler::halt`] was called).
+    pub(crate) fn done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Stops every worker (used when the block must fall back to sequential execution).
+    pub(crate) fn halt(&self) {
+        self.done.store(true, Ordering::Release);
+        self.wake_idle();
+        for tx in self.txs.iter() {
+            let _guard = lock(&tx.status);
+            tx.changed.notify_all();
+        }
+    }
+
+    fn wake_idle(&self) {
+        *lock(&self.idle) += 1;
+        self.idle_cv.notify_all();
+    }
+
+    fn set_status(&self, tx: TxIdx, status: Status) {
+        let state = &self.txs[tx];
+        *lock(&state.status) = status;
+        state.changed.notify_all();
+    }
+
+    fn decrease_execution_idx(&self, target: TxIdx) {
+        self.execution_idx.fetch_min(target, Ordering::SeqCst);
+        self.decrease_cnt.fetch_add(1, Ordering::SeqCst);
+        self.wake_idle();
+    }
+
+    fn decrease_validation_idx(&self, target: TxIdx) {
+        self.validation_idx.fetch_min(target, Ordering::SeqCst);
+        self.decrease_cnt.fetch_add(1, Ordering::SeqCst);
+        self.wake_idle();
+    }
+
+    fn check_done(&self) {
+        let observed = self.decrease_cnt.load(Ordering::SeqCst);
+        if self
+            .execution_idx
+            .load(Ordering::SeqCst)
+            .min(self.validation_idx.load(Ordering::SeqCst))
+            >= self.block_size
+            && self.num_active_tasks.load(Ordering::SeqCst) == 0
+            && observed == self.decrease_cnt.load(Ordering::SeqCst)
+        {
+            self.done.store(true, Ordering::Release);
+            self.wake_idle();
+        }
+    }
+
+    /// READY_TO_EXECUTE(i) -> EXECUTING(i). Does not touch the active-task count.
+    fn try_incarnate(&self, tx: TxIdx) -> Option<Version> {
+        if tx >= self.block_size {
+            return None;
+        }
+        let state = &self.txs[tx];
+        let mut status = lock(&state.status);
+        if let Status::ReadyToExecute(incarnation) = *status {
+            *status = Status::Executing(incarnation);
+            return Some(Version { tx, incarnation });
+        }
+        None
+    }
+
+    fn next_version_to_execute(&self) -> Option<Version> {
+        if self.execution_idx.load(Ordering::SeqCst) >= self.block_size {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+        let idx = self.execution_idx.fetch_add(1, Ordering::SeqCst);
+        let version = self.try_incarnate(idx);
+        if version.is_none() {
+            self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        }
+        version
+    }
+
+    fn next_version_to_validate(&self) -> Option<Version> {
+        if self.validation_idx.load(Ordering::SeqCst) >= self.block_size {
+            self.check_done();
+            return None;
+        }
+        self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+        let idx = self.validation_idx.fetch_add(1, Ordering::SeqCst);
+        if idx < self.block_size {
+            if let Status::Executed(incarnation) = *lock(&self.txs[idx].status) {
+                return Some(Version {
+                    tx: idx,
+                    incarnation,
+                });
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
+    /// The next task, or `None` when there is none right now.
+    pub(crate) fn next_task(&self) -> Option<Task> {
+        if self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst) {
+            self.next_version_to_validate().map(Task::Validate)
+        } else {
+            self.next_version_to_execute().map(Task::Execute)
+        }
+    }
+
+    /// Sleeps until the scheduler's state may have changed (bounded, so a missed wake-up
+    /// costs at most a millisecond).
+    pub(crate) fn wait_for_work(&self, seen: u64) {
+        let guard = lock(&self.idle);
+        if *guard != seen || self.done() {
+            return;
+        }
+        let _ = self
+            .idle_cv
+            .wait_timeout(guard, Duration::from_millis(1))
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// The wake-up counter to pass to [`Scheduler::wait_for_work`] (read before looking for
+    /// work, so a change in between is not missed).
+    pub(crate) fn idle_epoch(&self) -> u64 {
+        *lock(&self.idle)
+    }
+
+    /// `tx` read an ESTIMATE of `blocking`: wait while `blocking` is executing, then either
+    /// read again or register `tx` as its dependent (the paper's `add_dependency`).
+    pub(crate) fn wait_or_suspend(&self, tx: TxIdx, blocking: TxIdx) -> DependencyOutcome {
+        let state = &self.txs[blocking];
+        {
+            let mut status = lock(&state.status);
+            let mut waited = false;
+            loop {
+                match *status {
+                    Status::Executed(_) => return DependencyOutcome::Retry,
+                    Status::Executing(_) if !self.done() => {
+                        if !waited {
+                            self.waits.fetch_add(1, Ordering::Relaxed);
+                            waited = true;
+                        }
+                        status = state
+                            .changed
+                            .wait(status)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let mut dependents = lock(&state.dependents);
+        if matches!(*lock(&state.status), Status::Executed(_)) {
+            return DependencyOutcome::Retry;
+        }
+        {
+            let own = &self.txs[tx];
+            let mut status = lock(&own.status);
+            if let Status::Executing(incarnation) = *status {
+                *status = Status::Aborting(incarnation);
+            }
+            own.changed.notify_all();
+        }
+        dependents.push(tx);
+        drop(dependents);
+        self.suspensions.fetch_add(1, Ordering::Relaxed);
+        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        DependencyOutcome::Suspended
+    }
+
+    /// ABORTING(i) -> READY_TO_EXECUTE(i + 1).
+    fn set_ready_status(&self, tx: TxIdx) {
+        let state = &self.txs[tx];
+        let mut status = lock(&state.status);
+        if let Status::Aborting(incarnation) = *status {
+            *status = Status::ReadyToExecute(incarnation + 1);
+        }
+        state.changed.notify_all();
+    }
+
+    /// An execution finished and its writes are recorded.
+    pub(crate) fn finish_execution(&self, version: Version, wrote_new_path: bool) -> Option<Task> {
+        let tx = version.tx;
+        self.set_status(tx, Status::Executed(version.incarnation));
+        let dependents = std::mem::take(&mut *lock(&self.txs[tx].dependents));
+        if let Some(min) = dependents.iter().min().copied() {
+            for dependent in dependents {
+                self.set_ready_status(dependent);
+            }
+            self.decrease_execution_idx(min);
+        }
+        if self.validation_idx.load(Ordering::SeqCst) > tx {
+            if wrote_new_path {
+                self.decrease_validation_idx(tx);
+            } else {
+                return Some(Task::Validate(version));
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.wake_idle();
+        None
+    }
+
+    /// EXECUTED(i) -> ABORTING(i) if the version is still the current one.
+    pub(crate) fn try_validation_abort(&self, version: Version) -> bool {
+        let mut status = lock(&self.txs[version.tx].status);
+        if *status == Status::Executed(version.incarnation) {
+            *status = Status::Aborting(version.incarnation);
+            return true;
+        }
+        false
+    }
+
+    /// A validation finished; an aborted transaction is handed back for re-execution.
+    pub(crate) fn finish_validation(&self, tx: TxIdx, aborted: bool) -> Option<Task> {
+        if aborted {
+            self.set_ready_status(tx);
+            self.decrease_validation_idx(tx + 1);
+            if self.execution_idx.load(Ordering::SeqCst) > tx {
+                if let Some(version) = self.try_incarnate(tx) {
+                    return Some(Task::Execute(version));
+                }
+            }
+        }
+        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.wake_idle();
+        None
+    }
+}
