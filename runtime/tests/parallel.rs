@@ -297,13 +297,13 @@ fn create2_address(factory: Address, salt: u64) -> Address {
     )
 }
 
-const TOKEN_ADDR: u64 = 0x70;
-const COUNTER_ADDR: u64 = 0x71;
-const READER_ADDR: u64 = 0x72;
-const REVERTER_ADDR: u64 = 0x73;
-const FORWARDER_ADDR: u64 = 0x74;
-const FACTORY_ADDR: u64 = 0x75;
-const BALANCE_ADDR: u64 = 0x76;
+const TOKEN_ADDR: u64 = 0x100070;
+const COUNTER_ADDR: u64 = 0x100071;
+const READER_ADDR: u64 = 0x100072;
+const REVERTER_ADDR: u64 = 0x100073;
+const FORWARDER_ADDR: u64 = 0x100074;
+const FACTORY_ADDR: u64 = 0x100075;
+const BALANCE_ADDR: u64 = 0x100076;
 
 /// Standard pre-state: `users` funded EOAs (addr(1..=users)) holding tokens, and the contracts.
 fn standard(spec: SpecId, users: u64) -> TestBlock {
@@ -591,8 +591,8 @@ fn reverts_halts_and_out_of_gas() {
     for &spec in &[SpecId::HOMESTEAD, SpecId::BYZANTIUM, SpecId::CANCUN] {
         let mut b = standard(spec, 10);
         b.call(addr(1), addr(REVERTER_ADDR), U256::from(5), Vec::new());
-        b.deploy(addr(0x80), &[0xfe]);
-        b.call(addr(2), addr(0x80), U256::ZERO, Vec::new());
+        b.deploy(addr(0x100080), &[0xfe]);
+        b.call(addr(2), addr(0x100080), U256::ZERO, Vec::new());
         // Counter with too little gas for the SSTORE.
         b.tx(
             addr(3),
@@ -764,19 +764,24 @@ fn selfdestruct_of_pre_state_contract() {
         SpecId::CANCUN,
     ] {
         let mut b = standard(spec, 6);
-        b.deploy(addr(0x90), SUICIDE);
-        b.fund(addr(0x91), eth(1));
-        b.store(addr(0x90), U256::from(3), U256::from(4));
+        b.deploy(addr(0x100090), SUICIDE);
+        b.fund(addr(0x100091), eth(1));
+        b.store(addr(0x100090), U256::from(3), U256::from(4));
         b.db.cache
             .accounts
-            .get_mut(&addr(0x90))
+            .get_mut(&addr(0x100090))
             .expect("deployed")
             .info
             .balance = eth(2);
-        b.call(addr(1), addr(0x90), U256::ZERO, Vec::new());
-        b.call(addr(2), addr(0x90), U256::from(1), Vec::new());
-        b.transfer(addr(3), addr(0x90), U256::from(5));
-        b.call(addr(4), addr(BALANCE_ADDR), U256::ZERO, word(addr(0x90)));
+        b.call(addr(1), addr(0x100090), U256::ZERO, Vec::new());
+        b.call(addr(2), addr(0x100090), U256::from(1), Vec::new());
+        b.transfer(addr(3), addr(0x100090), U256::from(5));
+        b.call(
+            addr(4),
+            addr(BALANCE_ADDR),
+            U256::ZERO,
+            word(addr(0x100090)),
+        );
         b.call(addr(5), addr(BALANCE_ADDR), U256::ZERO, word(addr(1)));
         let (seq, _) = b.check();
         seq.expect("valid block");
@@ -949,4 +954,135 @@ fn randomized_blocks_match_sequential() {
     }
     // Most blocks really ran in parallel (the comparison above is not vacuous).
     assert!(parallel_runs > cases, "{parallel_runs} parallel runs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing (run with `cargo test --release -p ember-runtime --test parallel -- --ignored
+// --nocapture`): prints sequential vs parallel wall time on synthetic blocks.
+// ---------------------------------------------------------------------------------------------
+
+/// Process CPU time (user + system) in seconds, from /proc/self/stat (0 where unavailable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Median wall time (ms) of `runs` runs, and CPU time per run (ms) over all of them.
+fn measure(runs: usize, f: &dyn Fn() -> Result<BlockOutput, BlockError>) -> (f64, f64) {
+    let cpu = cpu_seconds();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f().expect("valid block");
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let cpu = (cpu_seconds() - cpu) * 1e3 / runs as f64;
+    times.sort_by(f64::total_cmp);
+    (times[runs / 2], cpu)
+}
+
+fn time_block(name: &str, b: &TestBlock) {
+    let runs = 60;
+    let (seq, seq_cpu) = measure(runs, &|| b.sequential());
+    let mut line = format!(
+        "{name:<32} {:>4} txs  seq {seq:7.2} ms (cpu {seq_cpu:6.2})",
+        b.txs.len()
+    );
+    for threads in [2, 4] {
+        let opts = ParallelOptions::always_parallel(threads);
+        let (par, par_cpu) = measure(runs, &|| b.parallel(&opts));
+        let stats = b.parallel(&opts).expect("valid").stats;
+        line += &format!(
+            " | {threads}t {par:7.2} ms (cpu {par_cpu:6.2}) {:.2}x, {} exec {} fail",
+            seq / par,
+            stats.executions,
+            stats.validation_failures
+        );
+    }
+    eprintln!("{line}");
+}
+
+#[test]
+#[ignore = "timing, not a check"]
+fn timing_synthetic_blocks() {
+    let mut b = standard(SpecId::CANCUN, 200);
+    for i in 1..=200 {
+        b.transfer(addr(i), addr(1000 + i), eth(1));
+    }
+    time_block("200 independent transfers", &b);
+
+    let mut b = standard(SpecId::CANCUN, 200);
+    for i in 1..=200 {
+        b.transfer(addr(i), addr(999), U256::from(i));
+    }
+    time_block("200 transfers to one recipient", &b);
+
+    let mut b = standard(SpecId::CANCUN, 200);
+    for i in 1..=100 {
+        b.call(
+            addr(i),
+            addr(TOKEN_ADDR),
+            U256::ZERO,
+            token_call(addr(i + 100), 5),
+        );
+    }
+    time_block("100 independent token transfers", &b);
+
+    let mut b = standard(SpecId::CANCUN, 200);
+    for i in 1..=100 {
+        b.call(addr(i), addr(COUNTER_ADDR), U256::ZERO, Vec::new());
+    }
+    time_block("100 counter increments (chain)", &b);
+
+    // A compute-heavy contract: 3000 iterations of a loop, independent per sender.
+    let mut b = standard(SpecId::CANCUN, 200);
+    let heavy: &[u8] = &[
+        0x61, 0x0b, 0xb8, // push2 3000
+        0x5b, // jumpdest (3)
+        0x60, 0x01, 0x90, 0x03, // i - 1
+        0x80, 0x60, 0x03, 0x57, // jumpi(3, i)
+        0x33, 0x55, 0x00, // sstore(caller, 0)
+    ];
+    b.deploy(addr(0x100081), heavy);
+    for i in 1..=100 {
+        b.tx(
+            addr(i),
+            TxKind::Call(addr(0x100081)),
+            U256::ZERO,
+            Vec::new(),
+            1_000_000,
+        );
+    }
+    time_block("100 compute-heavy calls", &b);
+
+    for n in [2u64, 4, 8, 16] {
+        let mut b = standard(SpecId::CANCUN, 20);
+        for i in 1..=n {
+            b.call(
+                addr(i),
+                addr(TOKEN_ADDR),
+                U256::ZERO,
+                token_call(addr(i + 10), 5),
+            );
+        }
+        time_block(&format!("{n} token transfers"), &b);
+        let mut b = standard(SpecId::CANCUN, 20);
+        for i in 1..=n {
+            b.transfer(addr(i), addr(100 + i), U256::from(5));
+        }
+        time_block(&format!("{n} plain transfers"), &b);
+    }
 }

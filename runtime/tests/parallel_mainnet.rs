@@ -9,7 +9,9 @@
 
 use alloy_primitives::{Bloom, Log};
 use alloy_rlp::Encodable;
-use ember_runtime::parallel::{execute_block, execute_block_sequential, BlockOutput, ParallelOptions};
+use ember_runtime::parallel::{
+    execute_block, execute_block_sequential, BlockOutput, ParallelOptions,
+};
 use ember_runtime::NoNative;
 use revm::bytecode::Bytecode;
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
@@ -185,9 +187,9 @@ fn load_block(dir: &Path, number: u64, codes: &HashMap<String, String>) -> Mainn
         prevrandao: spec
             .is_enabled_in(SpecId::MERGE)
             .then(|| b256(field(&header, "mixHash").expect("mixHash"))),
-        blob_excess_gas_and_price: spec.is_enabled_in(SpecId::CANCUN).then(|| {
-            BlobExcessGasAndPrice::new_with_spec(u64f(&header, "excessBlobGas"), spec)
-        }),
+        blob_excess_gas_and_price: spec
+            .is_enabled_in(SpecId::CANCUN)
+            .then(|| BlobExcessGasAndPrice::new_with_spec(u64f(&header, "excessBlobGas"), spec)),
         ..BlockEnv::default()
     };
     let (tx_types, txs) = header["transactions"]
@@ -207,7 +209,9 @@ fn load_block(dir: &Path, number: u64, codes: &HashMap<String, String>) -> Mainn
             ..AccountInfo::default()
         };
         if let Some(hash) = field(account, "code_hash") {
-            let code = codes.get(hash).unwrap_or_else(|| panic!("code {hash} missing"));
+            let code = codes
+                .get(hash)
+                .unwrap_or_else(|| panic!("code {hash} missing"));
             let code = Bytecode::new_raw(bytes(code));
             info.code_hash = b256(hash);
             info.code = Some(code);
@@ -217,7 +221,8 @@ fn load_block(dir: &Path, number: u64, codes: &HashMap<String, String>) -> Mainn
             for (slot, value) in storage {
                 let slot = U256::from_str(slot).expect("slot");
                 let value = U256::from_str(value.as_str().expect("value")).expect("value");
-                db.insert_account_storage(addr, slot, value).expect("in-memory");
+                db.insert_account_storage(addr, slot, value)
+                    .expect("in-memory");
             }
         }
     }
@@ -287,7 +292,12 @@ fn check_header(b: &MainnetBlock, out: &BlockOutput) {
             .iter()
             .zip(&b.tx_types)
             .map(|(t, ty)| {
-                encode_receipt(*ty, t.result.is_success(), t.cumulative_gas_used, t.result.logs())
+                encode_receipt(
+                    *ty,
+                    t.result.is_success(),
+                    t.cumulative_gas_used,
+                    t.result.logs(),
+                )
             })
             .collect();
         let root = alloy_trie::root::ordered_trie_root_encoded(&receipts);

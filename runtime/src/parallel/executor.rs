@@ -167,7 +167,7 @@ where
                 None => {
                     let epoch = self.scheduler.idle_epoch();
                     let next = self.scheduler.next_task();
-                    if next.is_none() {
+                    if next.is_none() && !self.scheduler.has_indexes_left() {
                         self.scheduler.wait_for_work(epoch);
                     }
                     next

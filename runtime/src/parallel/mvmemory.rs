@@ -150,14 +150,18 @@ impl MvMemory {
                 .or_default()
                 .insert(tx, Entry::Data(version.incarnation, value.clone()));
         }
-        let new_set: HashSet<&Location> = locations.iter().collect();
-        for stale in previous.iter().filter(|l| !new_set.contains(l)) {
-            if let Some(map) = self.shard(stale.address()).get_mut(stale) {
-                map.remove(&tx);
+        let wrote_new = if previous.is_empty() {
+            !locations.is_empty()
+        } else {
+            let new_set: HashSet<&Location> = locations.iter().collect();
+            for stale in previous.iter().filter(|l| !new_set.contains(l)) {
+                if let Some(map) = self.shard(stale.address()).get_mut(stale) {
+                    map.remove(&tx);
+                }
             }
-        }
-        let old_set: HashSet<&Location> = previous.iter().collect();
-        let wrote_new = locations.iter().any(|l| !old_set.contains(l));
+            let old_set: HashSet<&Location> = previous.iter().collect();
+            locations.iter().any(|l| !old_set.contains(l))
+        };
         *lock(&self.records[tx]) = TxRecord {
             reads: Arc::new(reads),
             writes: Arc::new(writes),

@@ -57,7 +57,11 @@ pub(crate) struct Scheduler {
     num_active_tasks: AtomicUsize,
     done: AtomicBool,
     txs: Box<[TxState]>,
-    idle: Mutex<u64>,
+    /// Bumped whenever new work may have appeared.
+    epoch: AtomicU64,
+    /// Workers sleeping in [`Scheduler::wait_for_work`].
+    sleepers: AtomicUsize,
+    idle: Mutex<()>,
     idle_cv: Condvar,
     /// Blocking waits on a running execution.
     pub(crate) waits: AtomicU64,
@@ -81,7 +85,9 @@ impl Scheduler {
                     dependents: Mutex::new(Vec::new()),
                 })
                 .collect(),
-            idle: Mutex::new(0),
+            epoch: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
+            idle: Mutex::new(()),
             idle_cv: Condvar::new(),
             waits: AtomicU64::new(0),
             suspensions: AtomicU64::new(0),
@@ -104,8 +110,11 @@ impl Scheduler {
     }
 
     fn wake_idle(&self) {
-        *lock(&self.idle) += 1;
-        self.idle_cv.notify_all();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = lock(&self.idle);
+            self.idle_cv.notify_all();
+        }
     }
 
     fn set_status(&self, tx: TxIdx, status: Status) {
@@ -197,23 +206,33 @@ impl Scheduler {
         }
     }
 
-    /// Sleeps until the scheduler's state may have changed (bounded, so a missed wake-up
-    /// costs at most a millisecond).
+    /// Whether a task index still points inside the block: then [`Scheduler::next_task`]
+    /// failing only means that one attempt lost a race, and the worker should simply ask
+    /// again.
+    pub(crate) fn has_indexes_left(&self) -> bool {
+        let execution = self.execution_idx.load(Ordering::SeqCst);
+        execution < self.block_size
+            || self.validation_idx.load(Ordering::SeqCst) < execution.min(self.block_size)
+    }
+
+    /// Sleeps until the scheduler's state may have changed since `seen` was read (bounded, so
+    /// a missed wake-up costs at most a millisecond).
     pub(crate) fn wait_for_work(&self, seen: u64) {
         let guard = lock(&self.idle);
-        if *guard != seen || self.done() {
-            return;
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        if self.epoch.load(Ordering::SeqCst) == seen && !self.done() {
+            let _ = self
+                .idle_cv
+                .wait_timeout(guard, Duration::from_millis(1))
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        let _ = self
-            .idle_cv
-            .wait_timeout(guard, Duration::from_millis(1))
-            .unwrap_or_else(PoisonError::into_inner);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The wake-up counter to pass to [`Scheduler::wait_for_work`] (read before looking for
     /// work, so a change in between is not missed).
     pub(crate) fn idle_epoch(&self) -> u64 {
-        *lock(&self.idle)
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// `tx` read an ESTIMATE of `blocking`: wait while `blocking` is executing, then either
