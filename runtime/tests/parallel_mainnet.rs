@@ -248,6 +248,24 @@ fn load_block(dir: &Path, number: u64, codes: &HashMap<String, String>) -> Mainn
     }
 }
 
+/// Process CPU time (user + system), from /proc/self/stat (zero where unavailable).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn bloom_of(logs: &[Log]) -> Bloom {
     let mut bloom = Bloom::default();
     for log in logs {
@@ -330,6 +348,7 @@ fn mainnet_blocks_parallel_equals_sequential() {
         serde_json::from_value(read_json(&dir.join("bytecodes.json"))).expect("bytecodes");
 
     let (mut seq_time, mut par_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut seq_cpu, mut par_cpu) = (Duration::ZERO, Duration::ZERO);
     let (mut receipts_checked, mut txs, mut fallbacks) = (0, 0, 0);
     let sequential = |b: &MainnetBlock| {
         execute_block_sequential(
@@ -357,11 +376,12 @@ fn mainnet_blocks_parallel_equals_sequential() {
                 fallback_on_repeated_wipe: wipe_fallback,
                 ..ParallelOptions::always_parallel(threads)
             };
-            let start = Instant::now();
+            let (start, cpu) = (Instant::now(), cpu_time());
             let par = execute_block(&b.cfg, &b.block, &b.txs, &b.db, &NoNative, &opts)
                 .unwrap_or_else(|e| panic!("block {number}, {threads} threads: {e}"));
             if threads == 2 && wipe_fallback {
                 par_time += start.elapsed();
+                par_cpu += cpu_time().saturating_sub(cpu);
                 fallbacks += usize::from(par.stats.fallback.is_some());
             }
             if !wipe_fallback && b.txs.len() > 1 {
@@ -379,9 +399,10 @@ fn mainnet_blocks_parallel_equals_sequential() {
                 eprintln!("block {number}: {} txs, {:?}", b.txs.len(), par.stats);
             }
         }
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_time());
         let again = sequential(&b);
         seq_time += start.elapsed();
+        seq_cpu += cpu_time().saturating_sub(cpu);
         assert!(
             again.same_outcome(&seq),
             "block {number}: sequential is not deterministic"
@@ -389,7 +410,8 @@ fn mainnet_blocks_parallel_equals_sequential() {
     }
     eprintln!(
         "{} blocks, {txs} transactions, {receipts_checked} receipts roots checked, \
-         {fallbacks} sequential fallbacks; sequential {seq_time:?}, parallel (2 threads) {par_time:?}",
+         {fallbacks} sequential fallbacks; sequential {seq_time:?} (cpu {seq_cpu:?}), \
+         parallel (2 threads) {par_time:?} (cpu {par_cpu:?})",
         numbers.len()
     );
     if std::env::var("EMBER_MAINNET_BLOCK").is_err() {

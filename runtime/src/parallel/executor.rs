@@ -133,6 +133,12 @@ where
         opts: &'a ParallelOptions,
     ) -> Self {
         let n = txs.len();
+        let mv = MvMemory::new(n, 64);
+        if opts.seed_sender_estimates {
+            for (index, tx) in txs.iter().enumerate() {
+                mv.seed_estimate(index, Location::Account(tx.caller));
+            }
+        }
         Self {
             cfg,
             block,
@@ -141,7 +147,7 @@ where
             provider,
             opts,
             precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec)),
-            mv: MvMemory::new(n, 64),
+            mv,
             scheduler: Scheduler::new(n),
             codes: CodeCache::new(),
             results: (0..n).map(|_| Mutex::new(None)).collect(),

@@ -57,6 +57,11 @@ pub struct ParallelOptions {
     /// destroy in a later transaction). Default `true`: the multi-version memory models these
     /// cases, but they are rare enough that the safe path costs nothing measurable.
     pub fallback_on_repeated_wipe: bool,
+    /// Before execution, mark every transaction's sender account as an ESTIMATE of that
+    /// transaction (every valid transaction writes it), so a later transaction reading it — the
+    /// next transaction of the same sender, above all — waits for the writer instead of
+    /// executing on a stale nonce and being re-executed. Default `true`.
+    pub seed_sender_estimates: bool,
 }
 
 impl ParallelOptions {
@@ -86,6 +91,7 @@ impl Default for ParallelOptions {
             lazy_beneficiary: true,
             lazy_transfers: true,
             fallback_on_repeated_wipe: true,
+            seed_sender_estimates: true,
         }
     }
 }

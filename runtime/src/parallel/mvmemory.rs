@@ -138,6 +138,23 @@ impl MvMemory {
         lock(&self.shards[(h % self.shards.len() as u64) as usize])
     }
 
+    /// Marks `location` as ESTIMATE for `tx` before it first runs: a transaction known to write
+    /// there (its sender's account) makes later readers wait for it instead of reading a stale
+    /// value and failing validation. The marker is a write of the transaction, so its first
+    /// recorded execution replaces or removes it.
+    pub(crate) fn seed_estimate(&self, tx: TxIdx, location: Location) {
+        self.shard(location.address())
+            .entry(location)
+            .or_default()
+            .insert(tx, Entry::Estimate);
+        let mut record = lock(&self.records[tx]);
+        let mut locations = record.locations.as_ref().clone();
+        if !locations.contains(&location) {
+            locations.push(location);
+        }
+        record.locations = Arc::new(locations);
+    }
+
     /// Records an execution's reads and writes; returns whether it wrote a location the previous
     /// incarnation did not.
     pub(crate) fn record(&self, version: Version, reads: Vec<Read>, writes: TxWrites) -> bool {
