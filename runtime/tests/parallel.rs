@@ -931,9 +931,12 @@ fn randomized_blocks_match_sequential() {
     for seed in 0..cases {
         let (b, threads) = random_block(seed);
         let seq = b.sequential();
+        // Default knobs; then no hazard fallback and no seeded estimates (more speculation,
+        // more validation failures and re-executions).
         for fallback in [true, false] {
             let opts = ParallelOptions {
                 fallback_on_repeated_wipe: fallback,
+                seed_sender_estimates: fallback,
                 ..ParallelOptions::always_parallel(threads)
             };
             let par = b.parallel(&opts);

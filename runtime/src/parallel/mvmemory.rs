@@ -326,3 +326,169 @@ impl MvMemory {
 fn version(tx: TxIdx, incarnation: Incarnation) -> Version {
     Version { tx, incarnation }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::writes::AccountWriteKind;
+
+    fn a(n: u8) -> Address {
+        Address::with_last_byte(n)
+    }
+
+    fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
+        Version { tx, incarnation }
+    }
+
+    fn writes(entries: Vec<(Location, WriteValue)>) -> TxWrites {
+        TxWrites { entries }
+    }
+
+    fn account(balance: u64) -> WriteValue {
+        WriteValue::Account(
+            Some(AccountInfo {
+                balance: U256::from(balance),
+                ..AccountInfo::default()
+            }),
+            AccountWriteKind::Changed,
+        )
+    }
+
+    #[test]
+    fn account_reads_walk_credits_down_to_the_last_full_write() {
+        let mv = MvMemory::new(6, 4);
+        let loc = Location::Account(a(1));
+        mv.record(v(0, 0), vec![], writes(vec![(loc, account(100))]));
+        mv.record(
+            v(2, 0),
+            vec![],
+            writes(vec![(loc, WriteValue::Credit(U256::from(5)))]),
+        );
+        mv.record(
+            v(3, 1),
+            vec![],
+            writes(vec![(loc, WriteValue::Credit(U256::from(7)))]),
+        );
+        let view = mv.read_account(&a(1), 5).expect("no estimate");
+        assert!(matches!(view.base, AccountBase::Written(w, _) if w == v(0, 0)));
+        assert_eq!(
+            view.credits,
+            vec![(v(2, 0), U256::from(5)), (v(3, 1), U256::from(7))]
+        );
+        // Transaction 0 sees the pre-state; a lazy read skips the credits.
+        assert!(matches!(
+            mv.read_account(&a(1), 0).expect("ok").base,
+            AccountBase::PreState
+        ));
+        assert!(matches!(
+            mv.read_account_base(&a(1), 5),
+            Ok(AccountBase::Written(w, _)) if w == v(0, 0)
+        ));
+        // An aborted credit blocks exact and lazy readers alike.
+        mv.convert_writes_to_estimates(3);
+        assert_eq!(mv.read_account(&a(1), 5).err(), Some(Blocked(3)));
+        assert_eq!(mv.read_account_base(&a(1), 5).err(), Some(Blocked(3)));
+        assert!(mv.read_account(&a(1), 3).is_ok());
+    }
+
+    #[test]
+    fn storage_reads_respect_wipes() {
+        let mv = MvMemory::new(5, 4);
+        let (slot, reset) = (
+            Location::Storage(a(1), U256::from(9)),
+            Location::StorageReset(a(1)),
+        );
+        mv.record(
+            v(0, 0),
+            vec![],
+            writes(vec![(slot, WriteValue::Storage(U256::from(3)))]),
+        );
+        mv.record(
+            v(2, 0),
+            vec![],
+            writes(vec![(reset, WriteValue::StorageReset)]),
+        );
+        mv.record(
+            v(3, 0),
+            vec![],
+            writes(vec![
+                (reset, WriteValue::StorageReset),
+                (slot, WriteValue::Storage(U256::from(8))),
+            ]),
+        );
+        let value = |tx| {
+            mv.read_storage(&a(1), U256::from(9), tx)
+                .expect("ok")
+                .value()
+        };
+        assert_eq!(value(0), None); // pre-state
+        assert_eq!(value(1), Some(U256::from(3)));
+        assert_eq!(value(2), Some(U256::from(3)));
+        assert_eq!(value(3), Some(U256::ZERO)); // wiped by tx 2
+        assert_eq!(value(4), Some(U256::from(8))); // written after tx 3's own wipe
+    }
+
+    #[test]
+    fn validation_sees_new_versions_and_removed_writes() {
+        let mv = MvMemory::new(3, 4);
+        let loc = Location::Account(a(1));
+        mv.record(v(0, 0), vec![], writes(vec![(loc, account(1))]));
+        let read = Read::Account {
+            address: a(1),
+            base: Some(v(0, 0)),
+            credits: vec![],
+        };
+        assert!(mv.record(v(1, 0), vec![read], TxWrites::default()) == false);
+        assert!(mv.validate(1, |_| None));
+        // Transaction 0 runs again: a new incarnation invalidates the read.
+        assert!(!mv.record(v(0, 1), vec![], writes(vec![(loc, account(1))])));
+        assert!(!mv.validate(1, |_| None));
+        // Transaction 0's third run writes nothing: the read now comes from the pre-state.
+        mv.record(v(0, 2), vec![], TxWrites::default());
+        assert!(matches!(
+            mv.read_account(&a(1), 1).expect("ok").base,
+            AccountBase::PreState
+        ));
+    }
+
+    #[test]
+    fn seeded_estimates_block_until_the_first_execution() {
+        let mv = MvMemory::new(3, 4);
+        mv.seed_estimate(0, Location::Account(a(1)));
+        assert_eq!(mv.read_account(&a(1), 2).err(), Some(Blocked(0)));
+        // An invalid transaction writes nothing: the seeded marker goes away.
+        mv.record(v(0, 0), vec![], TxWrites::default());
+        assert!(mv.read_account(&a(1), 2).is_ok());
+    }
+
+    #[test]
+    fn lazy_code_reads_are_validated_by_value() {
+        let mv = MvMemory::new(3, 4);
+        let read = Read::AccountCode {
+            address: a(1),
+            code_hash: KECCAK_EMPTY,
+        };
+        mv.record(v(2, 0), vec![read], TxWrites::default());
+        assert!(mv.validate(2, |_| Some(KECCAK_EMPTY)));
+        // A balance change below does not matter; code appearing does.
+        mv.record(
+            v(0, 0),
+            vec![],
+            writes(vec![(Location::Account(a(1)), account(5))]),
+        );
+        assert!(mv.validate(2, |_| Some(B256::ZERO)));
+        let code = WriteValue::Account(
+            Some(AccountInfo {
+                code_hash: B256::repeat_byte(1),
+                ..AccountInfo::default()
+            }),
+            AccountWriteKind::Created,
+        );
+        mv.record(
+            v(1, 0),
+            vec![],
+            writes(vec![(Location::Account(a(1)), code)]),
+        );
+        assert!(!mv.validate(2, |_| Some(KECCAK_EMPTY)));
+    }
+}

@@ -337,3 +337,78 @@ impl Scheduler {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
+        Version { tx, incarnation }
+    }
+
+    #[test]
+    fn one_worker_executes_then_validates_everything() {
+        let s = Scheduler::new(3);
+        let mut order = Vec::new();
+        let mut task = None;
+        while !s.done() {
+            task = match task {
+                Some(Task::Execute(version)) => {
+                    order.push(Task::Execute(version));
+                    s.finish_execution(version, true)
+                }
+                Some(Task::Validate(version)) => {
+                    order.push(Task::Validate(version));
+                    s.finish_validation(version.tx, false)
+                }
+                None => s.next_task(),
+            };
+        }
+        assert_eq!(
+            order,
+            vec![
+                Task::Execute(v(0, 0)),
+                Task::Validate(v(0, 0)),
+                Task::Execute(v(1, 0)),
+                Task::Validate(v(1, 0)),
+                Task::Execute(v(2, 0)),
+                Task::Validate(v(2, 0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_validation_hands_back_the_next_incarnation() {
+        let s = Scheduler::new(2);
+        assert_eq!(s.next_task(), Some(Task::Execute(v(0, 0))));
+        assert_eq!(s.finish_execution(v(0, 0), true), None);
+        assert_eq!(s.next_task(), Some(Task::Validate(v(0, 0))));
+        assert!(s.try_validation_abort(v(0, 0)));
+        // A stale validation of the same version cannot abort twice.
+        assert!(!s.try_validation_abort(v(0, 0)));
+        assert_eq!(s.finish_validation(0, true), Some(Task::Execute(v(0, 1))));
+        assert!(!s.done());
+    }
+
+    #[test]
+    fn suspended_dependents_resume_when_the_blocker_finishes() {
+        let s = Scheduler::new(2);
+        assert_eq!(s.next_task(), Some(Task::Execute(v(0, 0))));
+        // Validating 0 while it executes fails (a lost race, not a lack of work)...
+        assert_eq!(s.next_task(), None);
+        assert!(s.has_indexes_left());
+        // ...and the retry executes the next transaction.
+        assert_eq!(s.next_task(), Some(Task::Execute(v(1, 0))));
+        // Transaction 1 reads an ESTIMATE of 0 while 0 executes on "another thread": make 0
+        // look suspended-able by aborting it first, so the reader registers as a dependent.
+        s.set_status(0, Status::Aborting(0));
+        assert_eq!(s.wait_or_suspend(1, 0), DependencyOutcome::Suspended);
+        s.set_ready_status(0);
+        assert_eq!(s.try_incarnate(0), Some(v(0, 1)));
+        s.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+        s.finish_execution(v(0, 1), false);
+        // Transaction 1 is ready again with its next incarnation.
+        assert_eq!(*lock(&s.txs[1].status), Status::ReadyToExecute(1));
+        assert_eq!(s.wait_or_suspend(1, 0), DependencyOutcome::Retry);
+    }
+}

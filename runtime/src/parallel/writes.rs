@@ -208,3 +208,23 @@ pub(crate) fn apply_credit(account: Option<AccountInfo>, amount: U256) -> Option
     info.balance = info.balance.checked_add(amount)?;
     Some(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_create_accounts_and_detect_overflow() {
+        let created = apply_credit(None, U256::from(5)).expect("no overflow");
+        assert_eq!(created.balance, U256::from(5));
+        assert_eq!(
+            (created.nonce, created.code_hash),
+            (0, revm::primitives::KECCAK_EMPTY)
+        );
+        let rich = AccountInfo {
+            balance: U256::MAX,
+            ..AccountInfo::default()
+        };
+        assert!(apply_credit(Some(rich), U256::from(1)).is_none());
+    }
+}
