@@ -438,7 +438,7 @@ mod tests {
             base: Some(v(0, 0)),
             credits: vec![],
         };
-        assert!(mv.record(v(1, 0), vec![read], TxWrites::default()) == false);
+        assert!(!mv.record(v(1, 0), vec![read], TxWrites::default()));
         assert!(mv.validate(1, |_| None));
         // Transaction 0 runs again: a new incarnation invalidates the read.
         assert!(!mv.record(v(0, 1), vec![], writes(vec![(loc, account(1))])));
