@@ -335,7 +335,7 @@ where
         for (index, slot) in self.results.into_vec().into_iter().enumerate() {
             match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
                 Some(Ok(result)) => {
-                    cumulative_gas_used += result.tx_gas_used();
+                    cumulative_gas_used = cumulative_gas_used.saturating_add(result.tx_gas_used());
                     transactions.push(TxOutput {
                         result,
                         cumulative_gas_used,

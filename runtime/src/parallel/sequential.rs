@@ -80,7 +80,7 @@ where
             FoldError::Db(message) => BlockError::Database { index, message },
         })?;
         state.commit(outcome.state);
-        cumulative_gas_used += outcome.result.tx_gas_used();
+        cumulative_gas_used = cumulative_gas_used.saturating_add(outcome.result.tx_gas_used());
         transactions.push(TxOutput {
             result: outcome.result,
             cumulative_gas_used,
