@@ -102,7 +102,7 @@ impl std::fmt::Debug for JitCompiler {
     }
 }
 
-fn init_llvm() -> Result<(), CompileError> {
+pub(crate) fn init_llvm() -> Result<(), CompileError> {
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     INIT.get_or_init(|| {
         // Register-allocator limits: EVM contracts compile to one function with thousands of
@@ -141,7 +141,7 @@ fn init_llvm() -> Result<(), CompileError> {
     .map_err(CompileError::Llvm)
 }
 
-fn llvm_opt(o: OptLevel) -> OptimizationLevel {
+pub(crate) fn llvm_opt(o: OptLevel) -> OptimizationLevel {
     match o {
         OptLevel::O0 | OptLevel::Fast => OptimizationLevel::None,
         OptLevel::O1 => OptimizationLevel::Less,
@@ -151,7 +151,7 @@ fn llvm_opt(o: OptLevel) -> OptimizationLevel {
 }
 
 /// Machine-code optimisation level for `opt` (debug knob `EMBER_CODEGEN_OPT=0..3`).
-fn codegen_opt(opt: OptLevel) -> OptimizationLevel {
+pub(crate) fn codegen_opt(opt: OptLevel) -> OptimizationLevel {
     match std::env::var("EMBER_CODEGEN_OPT")
         .ok()
         .and_then(|s| s.parse::<OptLevel>().ok())
@@ -184,7 +184,7 @@ pub fn host_target_machine(opt: OptLevel) -> Result<TargetMachine, CompileError>
 /// of values; keeping their names costs symbol-table work in every pass that creates or
 /// deletes instructions (measured: a third of all compile time on a 2,000-section contract).
 /// Names are kept when IR is printed.
-fn discard_value_names(cx: &Context) {
+pub(crate) fn discard_value_names(cx: &Context) {
     use inkwell::context::AsContextRef;
     // SAFETY: `cx` is a live context; the call only sets a flag on it.
     unsafe { inkwell::llvm_sys::core::LLVMContextSetDiscardValueNames(cx.as_ctx_ref(), 1) };
@@ -201,7 +201,7 @@ pub fn emit_ir(code: &[u8], spec: SpecId, opt: OptLevel) -> Result<String, Compi
     Ok(module.print_to_string().to_string())
 }
 
-fn build_module<'ctx>(
+pub(crate) fn build_module<'ctx>(
     cx: &'ctx Context,
     module: &inkwell::module::Module<'ctx>,
     a: &Analysis,

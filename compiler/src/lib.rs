@@ -5,6 +5,7 @@
 //! -> [`ember_runtime::NativeFn`] -> [`ember_runtime::EmberEvm`].
 
 pub mod analysis;
+pub mod aot;
 pub mod codegen;
 pub mod jit;
 
@@ -34,6 +35,9 @@ pub enum CompileError {
     /// An error reported by LLVM.
     #[error("LLVM: {0}")]
     Llvm(String),
+    /// Writing objects or linking a shared object failed.
+    #[error("link: {0}")]
+    Link(String),
 }
 
 /// Optimisation level for LLVM.

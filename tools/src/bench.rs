@@ -28,6 +28,8 @@ pub struct BenchConfig {
     pub min_iterations: u32,
     /// Exactly this many measured calls per mode, whatever the time.
     pub iterations: Option<u32>,
+    /// An AOT library holding the fixtures' contracts: adds the AOT column.
+    pub aot: Option<std::sync::Arc<ember_runtime::AotLibrary>>,
 }
 
 impl Default for BenchConfig {
@@ -38,6 +40,7 @@ impl Default for BenchConfig {
             budget: Duration::from_millis(500),
             min_iterations: 3,
             iterations: None,
+            aot: None,
         }
     }
 }
@@ -69,6 +72,10 @@ pub struct BenchResult {
     pub status: String,
     /// Differences between the JIT and the interpreter result (empty when identical).
     pub mismatch: String,
+    /// AOT time per call (median), nanoseconds, when an AOT library was given.
+    pub aot_ns: Option<f64>,
+    /// Frames served natively / by the interpreter in one AOT call.
+    pub aot_frames: (u64, u64),
 }
 
 impl BenchResult {
@@ -81,7 +88,13 @@ impl BenchResult {
         }
     }
 
-    /// The `--json` object: exactly `name`, `interp_ns`, `jit_ns`, `ratio`, `compile_ms`.
+    /// interp_ns / aot_ns, when AOT ran.
+    pub fn aot_ratio(&self) -> Option<f64> {
+        self.aot_ns.filter(|t| *t > 0.0).map(|t| self.interp_ns / t)
+    }
+
+    /// The `--json` object: `name`, `interp_ns`, `jit_ns`, `ratio`, `compile_ms`, and
+    /// `aot_ns` / `aot_ratio` (null when AOT did not run).
     pub fn to_json(&self) -> serde_json::Value {
         let round = |v: f64, digits: i32| {
             let m = 10f64.powi(digits);
@@ -98,6 +111,8 @@ impl BenchResult {
             "jit_ns": round(self.jit_ns, 1),
             "ratio": round(self.ratio(), 3),
             "compile_ms": round(self.compile_ms, 3),
+            "aot_ns": self.aot_ns.map(|v| round(v, 1)),
+            "aot_ratio": self.aot_ratio().map(|v| round(v, 3)),
         })
     }
 }
@@ -189,10 +204,24 @@ pub fn bench_fixture(fx: &Fixture, cfg: &BenchConfig) -> Result<BenchResult, Str
     let mut jit = Runner::new(fx, cfg.spec, &reg);
     let reference = interp.call_counted()?;
     let native = jit.call_counted()?;
-    let mismatch = exec::diff(&reference.result, &native.result);
+    let mut mismatch = exec::diff(&reference.result, &native.result);
+    let mut aot_run = None;
+    if let Some(lib) = &cfg.aot {
+        let mut aot = Runner::new(fx, cfg.spec, lib.as_ref());
+        let out = aot.call_counted()?;
+        let d = exec::diff(&reference.result, &out.result);
+        if !d.is_empty() {
+            mismatch.push_str(&format!("AOT: {d}"));
+        }
+        aot_run = Some((aot, (out.native_runs, out.interpreted_runs)));
+    }
 
     let (interp_ns, interp_iterations) = measure(&mut interp, cfg)?;
     let (jit_ns, jit_iterations) = measure(&mut jit, cfg)?;
+    let (aot_ns, aot_frames) = match aot_run {
+        Some((mut aot, frames)) => (Some(measure(&mut aot, cfg)?.0), frames),
+        None => (None, (0, 0)),
+    };
     let r = &reference.result.result;
     Ok(BenchResult {
         name: fx.name.clone(),
@@ -207,6 +236,8 @@ pub fn bench_fixture(fx: &Fixture, cfg: &BenchConfig) -> Result<BenchResult, Str
         gas_used: r.tx_gas_used(),
         status: exec::status(r),
         mismatch,
+        aot_ns,
+        aot_frames,
     })
 }
 
@@ -226,11 +257,13 @@ pub fn human_ns(ns: f64) -> String {
 /// Header of the human table.
 pub fn table_header() -> String {
     format!(
-        "{:<24} {:>11} {:>11} {:>8} {:>11} {:>10} {:>14}  {}",
+        "{:<24} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>10} {:>14}  {}",
         "fixture",
         "interp/call",
         "jit/call",
         "ratio",
+        "aot/call",
+        "aot ratio",
         "compile ms",
         "gas",
         "frames nat/int",
@@ -246,7 +279,7 @@ pub fn table_row(r: &BenchResult) -> String {
         "MISMATCH"
     };
     let mut notes = Vec::new();
-    if r.interpreted_frames > 0 {
+    if r.interpreted_frames > 0 || r.aot_frames.1 > 0 {
         notes.push("fallback frames in interpreter".to_string());
     }
     if !r.compile_failures.is_empty() {
@@ -264,24 +297,32 @@ pub fn table_row(r: &BenchResult) -> String {
         format!(" ({})", notes.join("; "))
     };
     format!(
-        "{:<24} {:>11} {:>11} {:>7.2}x {:>11.1} {:>10} {:>14}  {check}{notes}",
+        "{:<24} {:>11} {:>11} {:>7.2}x {:>11} {:>8} {:>11.1} {:>10} {:>14}  {check}{notes}",
         r.name,
         human_ns(r.interp_ns),
         human_ns(r.jit_ns),
         r.ratio(),
+        r.aot_ns.map_or("-".to_string(), human_ns),
+        r.aot_ratio()
+            .map_or("-".to_string(), |x| format!("{x:.2}x")),
         r.compile_ms,
         r.gas_used,
         format!("{}/{}", r.native_frames, r.interpreted_frames),
     )
 }
 
-/// Geometric mean of the ratios (0 when empty).
+/// Geometric mean of the JIT ratios (0 when empty).
 pub fn geomean_ratio(results: &[BenchResult]) -> f64 {
-    let ratios: Vec<f64> = results
-        .iter()
-        .map(BenchResult::ratio)
-        .filter(|r| *r > 0.0)
-        .collect();
+    geomean(results.iter().map(BenchResult::ratio))
+}
+
+/// Geometric mean of the AOT ratios (0 when none).
+pub fn geomean_aot_ratio(results: &[BenchResult]) -> f64 {
+    geomean(results.iter().filter_map(BenchResult::aot_ratio))
+}
+
+fn geomean(ratios: impl Iterator<Item = f64>) -> f64 {
+    let ratios: Vec<f64> = ratios.filter(|r| *r > 0.0).collect();
     if ratios.is_empty() {
         return 0.0;
     }

@@ -18,6 +18,8 @@ pub enum Mode {
     Interp,
     /// Ember's JIT.
     Jit,
+    /// An Ember AOT library (`--lib`).
+    Aot,
 }
 
 /// Result of one execution, with the frame counters.

@@ -1,6 +1,7 @@
 //! Library side of the `ember` tool: fixture loading, execution, benchmarking and input helpers
 //! shared by the CLI, tests and benchmarks.
 
+pub mod aot;
 pub mod bench;
 pub mod conformance;
 pub mod embedded;

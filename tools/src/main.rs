@@ -46,6 +46,9 @@ enum Cmd {
         /// Fork to run under.
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
+        /// AOT library to load (`--mode aot`; built with `ember compile`).
+        #[arg(long, value_name = "LIB.so")]
+        lib: Option<PathBuf>,
     },
     /// Interpreter vs JIT time per call, with a result check, for fixtures.
     ///
@@ -75,6 +78,13 @@ enum Cmd {
         /// Fork to run under.
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
+        /// Skip the AOT column (by default the fixtures' contracts are first compiled into a
+        /// temporary library for this CPU, in parallel).
+        #[arg(long)]
+        no_aot: bool,
+        /// Use this AOT library for the AOT column instead of building one.
+        #[arg(long, value_name = "LIB.so", conflicts_with = "no_aot")]
+        lib: Option<PathBuf>,
     },
     /// Run GeneralStateTests-format files (directories recursively) in interp/JIT modes.
     ///
@@ -100,6 +110,46 @@ enum Cmd {
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
     },
+    /// Compile contracts ahead of time into one verified shared object.
+    ///
+    /// Inputs: hex or binary bytecode files, `{code_hash: code}` JSON maps (such as
+    /// ../shared/mainnet/bytecodes.json), fixture or test JSON files (every contract in `pre`),
+    /// or directories of those. Duplicate code is compiled once; contracts that fail are
+    /// reported and left out.
+    Compile {
+        /// Input files or directories.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Library to write.
+        #[arg(short = 'o', long = "output", value_name = "LIB.so")]
+        output: PathBuf,
+        /// Worker threads (default: available cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Fork to compile for.
+        #[arg(long, default_value = "cancun", value_parser = parse_spec)]
+        spec: SpecId,
+        /// LLVM optimisation level (0-3, fast).
+        #[arg(long, default_value = "2")]
+        opt: OptLevel,
+        /// Compile contracts with more gas/stack sections than this in the fast tier.
+        #[arg(long, default_value_t = ember_compiler::jit::DEFAULT_FAST_ABOVE, value_name = "SECTIONS")]
+        fast_above: usize,
+        /// CPU to generate code for: `generic` (portable) or `native` (this machine only).
+        #[arg(long, default_value = "generic")]
+        target_cpu: ember_compiler::aot::TargetCpu,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an AOT library's manifest and entries, and whether this host would load it.
+    Inspect {
+        /// The library.
+        lib: PathBuf,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the optimised LLVM IR Ember generates for a contract.
     Ir {
         /// Hex bytecode (0x optional), a file holding hex or raw bytes, a fixture JSON, or -.
@@ -119,7 +169,7 @@ struct ConformanceArgs {
     /// Test files or directories (searched recursively for *.json).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Execution mode(s): `all` runs interp, then jit (then aot, once available).
+    /// Execution mode(s): `all` runs interp, then jit, then aot.
     #[arg(long, value_enum, default_value = "all")]
     mode: ModeArg,
     /// Worker threads (default: available cores).
@@ -143,6 +193,10 @@ struct ConformanceArgs {
     /// time dominates for the rare huge ones.
     #[arg(long, default_value_t = 128, value_name = "SECTIONS")]
     fast_above: usize,
+    /// AOT library to use for `--mode aot` (default: compile the tests' contracts into a
+    /// temporary library first).
+    #[arg(long, value_name = "LIB.so")]
+    lib: Option<PathBuf>,
     /// Also run tests skipped only for their run time (CALLBlake2f_MaxRounds: ~46 s).
     #[arg(long)]
     include_slow: bool,
@@ -165,13 +219,7 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
     let modes = match a.mode {
         ModeArg::Interp => vec![TestMode::Interp],
         ModeArg::Jit => vec![TestMode::Jit],
-        ModeArg::Aot => {
-            return Err(
-                "--mode aot is not available yet: AOT shared objects are the next \
-                        issue; use --mode interp or jit"
-                    .into(),
-            )
-        }
+        ModeArg::Aot => vec![TestMode::Aot],
         ModeArg::All => vec![TestMode::Interp, TestMode::Jit, TestMode::Aot],
     };
     let jobs = a
@@ -189,6 +237,7 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
         diff: a.diff,
         progress: true,
         include_slow: a.include_slow,
+        aot_lib: a.lib,
     };
     let report = if kind == "statetest" {
         conformance::statetest::run(&a.paths, &opts)?
@@ -305,7 +354,33 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             check,
             opt,
             spec,
-        } => cmd_run(&fixture, mode, repeat, check, opt, spec),
+            lib,
+        } => cmd_run(&fixture, mode, repeat, check, opt, spec, lib.as_deref()),
+        Cmd::Compile {
+            inputs,
+            output,
+            jobs,
+            spec,
+            opt,
+            fast_above,
+            target_cpu,
+            json,
+        } => {
+            check_spec(spec)?;
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if jobs == 0 {
+                return Err("--jobs must be at least 1".into());
+            }
+            let opts = ember_compiler::aot::AotOptions {
+                opt,
+                fast_above,
+                target_cpu,
+                jobs,
+            };
+            cmd_compile(&inputs, &output, spec, &opts, json)
+        }
+        Cmd::Inspect { lib, json } => cmd_inspect(&lib, json),
         Cmd::Bench {
             fixtures,
             embedded,
@@ -315,16 +390,26 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             min_iters,
             opt,
             spec,
+            no_aot,
+            lib,
         } => {
             check_spec(spec)?;
-            let cfg = BenchConfig {
+            let mut cfg = BenchConfig {
                 spec,
                 opt,
                 budget: Duration::from_secs_f64(time),
                 min_iterations: min_iters,
                 iterations: repeat,
+                aot: None,
             };
-            cmd_bench(fixtures, embedded, json, &cfg)
+            let aot = if no_aot {
+                AotChoice::None
+            } else if let Some(l) = lib {
+                AotChoice::Load(l)
+            } else {
+                AotChoice::Build
+            };
+            cmd_bench(fixtures, embedded, json, &mut cfg, aot)
         }
         Cmd::Analyze { code, spec } => {
             check_spec(spec)?;
@@ -379,8 +464,41 @@ fn cmd_run(
     check: bool,
     opt: OptLevel,
     spec: SpecId,
+    lib: Option<&std::path::Path>,
 ) -> Result<ExitCode, String> {
     let fx = Fixture::load(fixture).map_err(|e| e.to_string())?;
+    if lib.is_some() && mode != Mode::Aot {
+        return Err("--lib is only used with --mode aot".into());
+    }
+    let mut aot = None;
+    if mode == Mode::Aot {
+        let path = lib.ok_or("--mode aot needs --lib LIB.so (build one with `ember compile`)")?;
+        let l = ember_runtime::AotLibrary::load(path, &ember_tools::aot::host())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let st = l.load_stats();
+        println!(
+            "library: {} ({} functions, {} bytes), loaded and verified in {:.1} ms",
+            path.display(),
+            l.len(),
+            l.file_size(),
+            (st.read + st.verify + st.open).as_secs_f64() * 1e3
+        );
+        let missing: Vec<_> = fx
+            .codes
+            .iter()
+            .filter(|c| !l.contains(&revm::primitives::keccak256(c), spec))
+            .collect();
+        if !missing.is_empty() {
+            println!(
+                "not in the library for {spec} ({}), these run in the interpreter:",
+                missing.len()
+            );
+            for c in missing {
+                println!("  {} ({} bytes)", revm::primitives::keccak256(c), c.len());
+            }
+        }
+        aot = Some(l);
+    }
     let mut reg = None;
     if mode == Mode::Jit {
         check_spec(spec)?;
@@ -402,9 +520,10 @@ fn cmd_run(
         }
         reg = Some(r);
     }
-    let once = || match &reg {
-        Some(r) => exec::run_with(&fx, spec, r),
-        None => exec::run_interp(&fx, spec),
+    let once = || match (&reg, &aot) {
+        (Some(r), _) => exec::run_with(&fx, spec, r),
+        (None, Some(l)) => exec::run_with(&fx, spec, l),
+        (None, None) => exec::run_interp(&fx, spec),
     };
     let out = once()?;
     let t = Instant::now();
@@ -425,8 +544,8 @@ fn cmd_run(
     );
     match mode {
         Mode::Interp => println!("frames: {} interpreted (--mode interp)", out.interpreted_runs),
-        Mode::Jit if out.interpreted_runs == 0 => println!("frames: {} native, 0 interpreted", out.native_runs),
-        Mode::Jit => println!(
+        Mode::Jit | Mode::Aot if out.interpreted_runs == 0 => println!("frames: {} native, 0 interpreted", out.native_runs),
+        Mode::Jit | Mode::Aot => println!(
             "frames: {} native, {} interpreted (FALLBACK: initcode/create frames or contracts not compiled ran in \
              the interpreter)",
             out.native_runs, out.interpreted_runs
@@ -501,13 +620,59 @@ fn bench_fixtures(paths: Vec<PathBuf>, embedded: bool) -> Result<Vec<Fixture>, S
     Ok(out)
 }
 
+/// Where `ember bench` gets its AOT column from.
+enum AotChoice {
+    None,
+    Load(PathBuf),
+    Build,
+}
+
 fn cmd_bench(
     paths: Vec<PathBuf>,
     embedded: bool,
     json: bool,
-    cfg: &BenchConfig,
+    cfg: &mut BenchConfig,
+    aot: AotChoice,
 ) -> Result<ExitCode, String> {
     let fixtures = bench_fixtures(paths, embedded)?;
+    let mut _aot_dir = None;
+    let lib = match aot {
+        AotChoice::None => None,
+        AotChoice::Load(path) => Some(
+            ember_runtime::AotLibrary::load(&path, &ember_tools::aot::host())
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        AotChoice::Build => {
+            let codes: Vec<Vec<u8>> = fixtures
+                .iter()
+                .flat_map(|f| f.codes.iter().map(|c| c.to_vec()))
+                .collect();
+            let contracts = ember_tools::aot::contracts_for(&codes, cfg.spec);
+            let dir = tempfile::Builder::new()
+                .prefix("ember-bench-aot-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            let opts = ember_compiler::aot::AotOptions {
+                opt: cfg.opt,
+                target_cpu: ember_compiler::aot::TargetCpu::Native,
+                ..Default::default()
+            };
+            let out = dir.path().join("bench.so");
+            let (r, lib) = ember_tools::aot::build_and_load(&contracts, &opts, &out, !json)?;
+            eprintln!(
+                "aot: {} contract(s) compiled for this CPU in {:.1} s wall ({:.1} s CPU), linked in {:.2} s{}",
+                r.set.objects.len(),
+                r.set.wall.as_secs_f64(),
+                r.set.compile_time().as_secs_f64(),
+                r.link.time.as_secs_f64(),
+                if r.set.failures.is_empty() { String::new() } else { format!("; {} not compiled", r.set.failures.len()) }
+            );
+            _aot_dir = Some(dir);
+            Some(lib)
+        }
+    };
+    cfg.aot = lib.map(std::sync::Arc::new);
+    let cfg = &*cfg;
     let mut results: Vec<BenchResult> = Vec::new();
     let mut failed = 0usize;
     let mut mismatches = Vec::new();
@@ -540,7 +705,7 @@ fn cmd_bench(
         }
         if !r.mismatch.is_empty() {
             eprintln!(
-                "MISMATCH: {}: the JIT result differs from the interpreter's:",
+                "MISMATCH: {}: the JIT or AOT result differs from the interpreter's:",
                 r.name
             );
             for line in r.mismatch.lines() {
@@ -563,10 +728,16 @@ fn cmd_bench(
             bench::geomean_ratio(&results),
             results.len()
         );
+        if cfg.aot.is_some() {
+            println!(
+                "geometric mean AOT ratio: {:.2}x",
+                bench::geomean_aot_ratio(&results)
+            );
+        }
     }
     if !mismatches.is_empty() {
         eprintln!(
-            "error: {} fixture(s) where the JIT differs from the interpreter: {}",
+            "error: {} fixture(s) where compiled code differs from the interpreter: {}",
             mismatches.len(),
             mismatches.join(", ")
         );
@@ -577,4 +748,200 @@ fn cmd_bench(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_compile(
+    inputs: &[PathBuf],
+    output: &std::path::Path,
+    spec: SpecId,
+    opts: &ember_compiler::aot::AotOptions,
+    json: bool,
+) -> Result<ExitCode, String> {
+    use ember_compiler::aot;
+    let t0 = Instant::now();
+    let read = ember_tools::aot::read_inputs(inputs)?;
+    for w in &read.warnings {
+        eprintln!("warning: {w}");
+    }
+    let contracts = ember_tools::aot::contracts_for(&read.codes, spec);
+    let linker = aot::Linker::detect().map_err(|e| e.to_string())?;
+    let bar = ember_tools::aot::progress_bar(contracts.len(), !json);
+    let mut set = aot::compile_objects(&contracts, opts, &|n| bar.set_position(n as u64))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    if set.objects.is_empty() {
+        for f in &set.failures {
+            eprintln!("  {} ({} bytes): {}", f.code_hash, f.code_len, f.reason);
+        }
+        return Err(format!(
+            "none of the {} contract(s) compiled; no library written",
+            set.failures.len()
+        ));
+    }
+    let manifest = set.manifest(&linker);
+    let objects: Vec<&[u8]> = set.objects.iter().map(|o| o.object.as_slice()).collect();
+    let link = aot::link(&objects, &manifest, &linker, output).map_err(|e| e.to_string())?;
+    for o in &mut set.objects {
+        o.object = Vec::new();
+    }
+    // Load it back: what we ship must pass the loader's checks.
+    let t_load = Instant::now();
+    let lib = ember_runtime::AotLibrary::load(output, &ember_tools::aot::host())
+        .map_err(|e| format!("the library just written does not load: {e}"))?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let wall = t0.elapsed().as_secs_f64();
+    let tiered = set
+        .objects
+        .iter()
+        .filter(|o| o.stats.effective_opt != opts.opt)
+        .count();
+    let slowest = set.slowest().map(|(e, t)| (e.clone(), t.as_secs_f64()));
+    if json {
+        let v = serde_json::json!({
+            "library": output.display().to_string(),
+            "size_bytes": link.size,
+            "inputs": read.files,
+            "contracts": contracts.len(),
+            "duplicates": set.duplicates,
+            "compiled": set.objects.len(),
+            "tiered_down": tiered,
+            "failed": set.failures.iter().map(|f| serde_json::json!({
+                "code_hash": f.code_hash, "spec": f.spec.to_string(),
+                "code_len": f.code_len, "reason": f.reason,
+            })).collect::<Vec<_>>(),
+            "compile_wall_secs": set.wall.as_secs_f64(),
+            "compile_cpu_secs": set.compile_time().as_secs_f64(),
+            "slowest": slowest.as_ref().map(|(e, t)| serde_json::json!({
+                "code_hash": e.code_hash, "code_len": e.code_len, "opt": e.opt, "secs": t,
+            })),
+            "link_secs": link.time.as_secs_f64(),
+            "linker": linker.description,
+            "load_verify_secs": load_secs,
+            "wall_secs": wall,
+            "target": manifest.target,
+            "opt": manifest.opt,
+        });
+        emit(&(serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n"))?;
+    } else {
+        let mut t = String::new();
+        t.push_str(&format!(
+            "compiled {} of {} contract(s) from {} file(s) for {spec} at {:?} ({} duplicate(s) \
+             compiled once, {} moved to a faster tier by size)\n",
+            set.objects.len(),
+            contracts.len() - set.duplicates,
+            read.files,
+            opts.opt,
+            set.duplicates,
+            tiered
+        ));
+        t.push_str(&format!(
+            "compile: {:.1} s wall on {} thread(s), {:.1} s CPU",
+            set.wall.as_secs_f64(),
+            opts.jobs,
+            set.compile_time().as_secs_f64()
+        ));
+        if let Some((e, secs)) = &slowest {
+            t.push_str(&format!(
+                "; slowest {} ({} bytes, {}) {:.2} s",
+                e.code_hash, e.code_len, e.opt, secs
+            ));
+        }
+        t.push('\n');
+        t.push_str(&format!(
+            "link: {:.2} s with {}\n",
+            link.time.as_secs_f64(),
+            linker.description
+        ));
+        t.push_str(&format!(
+            "library: {} ({:.1} MiB, {} functions, target {} cpu {}), loaded and verified in {:.1} ms\n",
+            output.display(),
+            link.size as f64 / (1 << 20) as f64,
+            lib.len(),
+            manifest.target.triple,
+            manifest.target.cpu,
+            load_secs * 1e3
+        ));
+        if !set.failures.is_empty() {
+            t.push_str(&format!(
+                "NOT COMPILED ({}), these run in the interpreter:\n",
+                set.failures.len()
+            ));
+            for f in &set.failures {
+                t.push_str(&format!(
+                    "  {} ({} bytes): {}\n",
+                    f.code_hash, f.code_len, f.reason
+                ));
+            }
+        }
+        t.push_str(&format!("total: {wall:.1} s\n"));
+        emit(&t)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_inspect(lib: &std::path::Path, json: bool) -> Result<ExitCode, String> {
+    use ember_runtime::aot;
+    let data = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+    let manifest = aot::read_manifest(&data).map_err(|e| format!("{}: {e}", lib.display()))?;
+    let verdict = aot::verify(&data, &ember_tools::aot::host());
+    if json {
+        let v = serde_json::json!({
+            "manifest": manifest,
+            "loadable": verdict.is_ok(),
+            "refused": verdict.as_ref().err().map(|e| e.to_string()),
+        });
+        emit(&(serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n"))?;
+    } else {
+        let m = &manifest;
+        let mut t = String::new();
+        t.push_str(&format!(
+            "library:       {} ({} bytes)\n",
+            lib.display(),
+            data.len()
+        ));
+        t.push_str(&format!("format:        {}\n", m.format));
+        t.push_str(&format!("ember version: {}\n", m.ember_version));
+        t.push_str(&format!("llvm version:  {}\n", m.llvm_version));
+        t.push_str(&format!("abi version:   {}\n", m.abi_version));
+        t.push_str(&format!(
+            "target:        {} cpu {} features {}\n",
+            m.target.triple,
+            m.target.cpu,
+            if m.target.features.is_empty() {
+                "(baseline)"
+            } else {
+                &m.target.features
+            }
+        ));
+        t.push_str(&format!(
+            "opt:           {} (fast tier above {} sections)\n",
+            m.opt.level, m.opt.fast_above
+        ));
+        t.push_str(&format!("linker:        {}\n", m.linker));
+        match &verdict {
+            Ok(_) => t.push_str("this host:     loads (every check passed)\n"),
+            Err(e) => t.push_str(&format!("this host:     REFUSED: {e}\n")),
+        }
+        t.push_str(&format!("entries:       {}\n", m.entries.len()));
+        t.push_str(&format!(
+            "  {:<66} {:<10} {:>6} {:<5} symbol\n",
+            "code hash", "spec", "bytes", "opt"
+        ));
+        for e in &m.entries {
+            t.push_str(&format!(
+                "  {:<66} {:<10} {:>6} {:<5} {}\n",
+                e.code_hash.to_string(),
+                e.spec,
+                e.code_len,
+                e.opt,
+                e.symbol
+            ));
+        }
+        emit(&t)?;
+    }
+    Ok(if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

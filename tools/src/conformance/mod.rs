@@ -16,14 +16,15 @@ pub mod blocktest;
 pub mod roots;
 pub mod statetest;
 
+use ember_compiler::aot::{AotContract, AotOptions, TargetCpu};
 use ember_compiler::{JitCache, OptLevel};
-use ember_runtime::{EmberEvm, FrameRecord, NativeFn, NativeProvider};
+use ember_runtime::{AotLibrary, EmberEvm, FrameRecord, NativeFn, NativeProvider};
 use indicatif::{ProgressBar, ProgressStyle};
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{EmptyDB, State};
 use revm::handler::{ExecuteCommitEvm, MainBuilder, MainContext};
-use revm::primitives::{hardfork::SpecId, B256};
+use revm::primitives::{hardfork::SpecId, Bytes, B256};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ pub struct Options {
     pub progress: bool,
     /// Also run tests skipped only for their run time.
     pub include_slow: bool,
+    /// AOT mode: load this library instead of compiling the tests' contracts into a
+    /// temporary one.
+    pub aot_lib: Option<std::path::PathBuf>,
 }
 
 /// Where one case stands.
@@ -229,6 +233,31 @@ pub struct CompileSummary {
     pub failures: Vec<(B256, String, usize, String)>,
 }
 
+/// The library AOT mode ran with.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AotSummary {
+    /// Library path (a temporary file, deleted after the run, unless given with `--lib`).
+    pub library: String,
+    /// Whether this run built it.
+    pub built: bool,
+    /// Distinct (code, spec) pairs the tests deploy before execution.
+    pub contracts: usize,
+    /// Functions in the library.
+    pub functions: usize,
+    /// Library size in bytes.
+    pub size_bytes: u64,
+    /// Compile wall time, seconds (0 when loaded).
+    pub compile_wall_secs: f64,
+    /// Sum of per-contract compile times, seconds.
+    pub compile_cpu_secs: f64,
+    /// Link time, seconds.
+    pub link_secs: f64,
+    /// Time to read, verify and open the library, seconds.
+    pub load_secs: f64,
+    /// Contracts that did not compile: code hash, spec, length, reason.
+    pub failures: Vec<(B256, String, usize, String)>,
+}
+
 /// The result of a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
@@ -253,6 +282,9 @@ pub struct Report {
     /// JIT compilation, when a compiled mode ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compile: Option<CompileSummary>,
+    /// The AOT library, when AOT mode ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aot: Option<AotSummary>,
     /// One-time set-up before the passes (KZG trusted setup), seconds.
     pub setup_secs: f64,
     /// Total wall time, seconds.
@@ -308,8 +340,43 @@ impl Report {
             if let Some((t, len)) = c.slowest {
                 let _ = write!(out, ", slowest {t:.3} s for {len} bytes");
             }
-            let _ = writeln!(out, "), {} not compiled (run interpreted):", c.failed);
+            let _ = writeln!(
+                out,
+                "), {} not compiled (run interpreted){}",
+                c.failed,
+                if c.failures.is_empty() { "" } else { ":" }
+            );
             for (hash, spec, len, why) in &c.failures {
+                let _ = writeln!(out, "        {hash} ({spec}, {len} bytes): {why}");
+            }
+        }
+        if let Some(a) = &self.aot {
+            if a.built {
+                let _ = writeln!(
+                    out,
+                    "   aot: {} of {} contracts compiled into {} ({:.1} MiB) in {:.2} s wall \
+                     ({:.2} s CPU), linked in {:.2} s, loaded and verified in {:.3} s; {} not \
+                     compiled (run interpreted){}",
+                    a.functions,
+                    a.contracts,
+                    a.library,
+                    a.size_bytes as f64 / (1 << 20) as f64,
+                    a.compile_wall_secs,
+                    a.compile_cpu_secs,
+                    a.link_secs,
+                    a.load_secs,
+                    a.failures.len(),
+                    if a.failures.is_empty() { "" } else { ":" }
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "   aot: library {} ({} functions), loaded and verified in {:.3} s; code \
+                     not in it runs interpreted",
+                    a.library, a.functions, a.load_secs
+                );
+            }
+            for (hash, spec, len, why) in &a.failures {
                 let _ = writeln!(out, "        {hash} ({spec}, {len} bytes): {why}");
             }
         }
@@ -423,6 +490,11 @@ pub enum Provider<'a> {
     None,
     /// The run's JIT cache.
     Jit(&'a JitCache),
+    /// A loaded AOT library.
+    Aot(&'a AotLibrary),
+    /// Records the contracts a run would compile, executes nothing natively (the collection
+    /// pass before AOT mode).
+    Collect(&'a Mutex<Vec<(B256, Bytes, SpecId)>>),
 }
 
 impl NativeProvider for Provider<'_> {
@@ -430,6 +502,8 @@ impl NativeProvider for Provider<'_> {
         match self {
             Provider::None => None,
             Provider::Jit(c) => c.native_fn(code_hash, spec),
+            Provider::Aot(l) => l.native_fn(code_hash, spec),
+            Provider::Collect(_) => None,
         }
     }
 }
@@ -438,11 +512,25 @@ impl Provider<'_> {
     /// Makes sure `code` is compiled for `spec` (compiled modes); a contract that does not
     /// compile is recorded in the cache's failures and runs in the interpreter.
     pub fn prepare(&self, hash: B256, code: &[u8], spec: SpecId) {
-        if let Provider::Jit(c) = self {
-            if !code.is_empty() {
+        if code.is_empty() {
+            return;
+        }
+        match self {
+            Provider::Jit(c) => {
                 let _ = c.get_or_compile(hash, code, spec);
             }
+            Provider::Collect(m) => m.lock().unwrap_or_else(|p| p.into_inner()).push((
+                hash,
+                Bytes::copy_from_slice(code),
+                spec,
+            )),
+            Provider::None | Provider::Aot(_) => {}
         }
+    }
+
+    /// Whether this is the collection pass (state tests return right after `prepare`).
+    pub fn is_collect(&self) -> bool {
+        matches!(self, Provider::Collect(_))
     }
 
     /// Whether this is the interpreter.
@@ -656,6 +744,151 @@ pub struct FileOutcome {
     pub error: Option<String>,
 }
 
+/// Runs `run_file` over every file on the pool's workers; outcomes in file order.
+#[allow(clippy::too_many_arguments)]
+fn run_pass<F>(
+    pool: &rayon::ThreadPool,
+    files: &[PathBuf],
+    mode: TestMode,
+    provider: &Provider<'_>,
+    counters: &FrameCounters,
+    opts: &Options,
+    run_file: &F,
+    bar: &ProgressBar,
+) -> Vec<(usize, FileOutcome)>
+where
+    F: Fn(&Path, TestMode, &Provider<'_>, &FrameCounters, &Options) -> FileOutcome + Sync,
+{
+    let outcomes: Mutex<Vec<(usize, FileOutcome)>> = Mutex::new(Vec::new());
+    let (passed, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let next = AtomicU64::new(0);
+    let collect = provider.is_collect();
+    pool.scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            s.spawn(|_| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(path) = files.get(i) else { break };
+                let o = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_file(path, mode, provider, counters, opts)
+                })) {
+                    Ok(o) => o,
+                    Err(p) => FileOutcome {
+                        error: Some(format!(
+                            "internal error while running this file: {}",
+                            panic_message(&p)
+                        )),
+                        ..Default::default()
+                    },
+                };
+                if !collect {
+                    passed.fetch_add(o.passed as u64, Ordering::Relaxed);
+                    let nf = o.failures.len() + usize::from(o.error.is_some());
+                    failed.fetch_add(nf as u64, Ordering::Relaxed);
+                    bar.set_message(format!(
+                        "[{mode}] {} passed, {} failed",
+                        passed.load(Ordering::Relaxed),
+                        failed.load(Ordering::Relaxed)
+                    ));
+                    bar.inc(1);
+                }
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, o));
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes
+}
+
+/// The library AOT mode runs with: `opts.aot_lib` loaded, or the contracts the tests deploy
+/// (found by a collection pass) compiled into a temporary library.
+fn prepare_aot<F>(
+    pool: &rayon::ThreadPool,
+    files: &[PathBuf],
+    opts: &Options,
+    run_file: &F,
+) -> Result<(AotLibrary, Option<tempfile::TempDir>, AotSummary), String>
+where
+    F: Fn(&Path, TestMode, &Provider<'_>, &FrameCounters, &Options) -> FileOutcome + Sync,
+{
+    let host = crate::aot::host();
+    if let Some(path) = &opts.aot_lib {
+        let lib = AotLibrary::load(path, &host).map_err(|e| format!("{}: {e}", path.display()))?;
+        let st = lib.load_stats();
+        let summary = AotSummary {
+            library: path.display().to_string(),
+            built: false,
+            functions: lib.len(),
+            size_bytes: lib.file_size(),
+            load_secs: (st.read + st.verify + st.open).as_secs_f64(),
+            ..Default::default()
+        };
+        return Ok((lib, None, summary));
+    }
+    let found = Mutex::new(Vec::new());
+    run_pass(
+        pool,
+        files,
+        TestMode::Aot,
+        &Provider::Collect(&found),
+        &FrameCounters::default(),
+        opts,
+        run_file,
+        &ProgressBar::hidden(),
+    );
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.sort_by_key(|a| (a.0, a.2 as u8));
+    found.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
+    let contracts: Vec<AotContract> = found
+        .into_iter()
+        .map(|(_, code, spec)| AotContract {
+            code: code.to_vec(),
+            spec,
+        })
+        .collect();
+    let dir = tempfile::Builder::new()
+        .prefix("ember-statetest-aot-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let out = dir.path().join("tests.so");
+    let aot_opts = AotOptions {
+        opt: opts.opt,
+        fast_above: opts.fast_above,
+        target_cpu: TargetCpu::Generic,
+        jobs: opts.jobs.max(1),
+    };
+    let (built, lib) = crate::aot::build_and_load(&contracts, &aot_opts, &out, opts.progress)?;
+    let st = lib.load_stats();
+    let summary = AotSummary {
+        library: out.display().to_string(),
+        built: true,
+        contracts: contracts.len(),
+        functions: lib.len(),
+        size_bytes: built.link.size,
+        compile_wall_secs: built.set.wall.as_secs_f64(),
+        compile_cpu_secs: built.set.compile_time().as_secs_f64(),
+        link_secs: built.link.time.as_secs_f64(),
+        load_secs: (st.read + st.verify + st.open).as_secs_f64(),
+        failures: built
+            .set
+            .failures
+            .iter()
+            .map(|f| {
+                (
+                    f.code_hash,
+                    f.spec.to_string(),
+                    f.code_len,
+                    f.reason.clone(),
+                )
+            })
+            .collect(),
+    };
+    Ok((lib, Some(dir), summary))
+}
+
 /// Runs `run_file` over `files` once per mode in `opts` and assembles the report.
 pub fn run_files<F>(kind: &str, files: &[PathBuf], opts: &Options, run_file: F) -> Report
 where
@@ -689,14 +922,8 @@ where
             return report;
         }
     };
-    let available: Vec<TestMode> = opts
-        .modes
-        .iter()
-        .copied()
-        .filter(|m| *m != TestMode::Aot)
-        .collect();
     let bar = if opts.progress {
-        let b = ProgressBar::new((files.len() * available.len()) as u64);
+        let b = ProgressBar::new((files.len() * opts.modes.len()) as u64);
         b.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} files {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -707,16 +934,28 @@ where
         ProgressBar::hidden()
     };
     let mut jit: Option<JitCache> = None;
+    // The AOT library and the temporary directory holding it (when this run built it).
+    let mut aot: Option<(AotLibrary, Option<tempfile::TempDir>)> = None;
     for &mode in &opts.modes {
-        if mode == TestMode::Aot {
-            report.modes.push(ModeSummary {
-                mode: Some(mode),
-                unavailable: Some(
-                    "AOT mode is not available yet (the AOT shared-object issue is pending)".into(),
-                ),
-                ..Default::default()
-            });
-            continue;
+        if mode == TestMode::Aot && aot.is_none() {
+            bar.set_message("[aot] preparing the library".to_string());
+            match prepare_aot(&pool, files, opts, &run_file) {
+                Ok((lib, dir, summary)) => {
+                    report.aot = Some(summary);
+                    aot = Some((lib, dir));
+                }
+                Err(e) => {
+                    report.modes.push(ModeSummary {
+                        mode: Some(mode),
+                        failed: 1,
+                        unavailable: Some(format!("AOT unavailable: {e}")),
+                        ..Default::default()
+                    });
+                    report.failed += 1;
+                    bar.inc(files.len() as u64);
+                    continue;
+                }
+            }
         }
         if mode == TestMode::Jit && jit.is_none() {
             match JitCache::new(opts.opt) {
@@ -729,55 +968,22 @@ where
                         ..Default::default()
                     });
                     report.failed += 1;
+                    bar.inc(files.len() as u64);
                     continue;
                 }
             }
         }
         let provider = match mode {
             TestMode::Jit => Provider::Jit(jit.as_ref().expect("created above")),
-            _ => Provider::None,
+            TestMode::Aot => Provider::Aot(&aot.as_ref().expect("created above").0),
+            TestMode::Interp => Provider::None,
         };
         let counters = FrameCounters::default();
         let t = Instant::now();
-        let outcomes: Mutex<Vec<(usize, FileOutcome)>> = Mutex::new(Vec::new());
-        let (passed, failed) = (AtomicU64::new(0), AtomicU64::new(0));
         bar.set_message(format!("[{mode}]"));
-        let next = AtomicU64::new(0);
-        pool.scope(|s| {
-            for _ in 0..opts.jobs.max(1) {
-                s.spawn(|_| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(path) = files.get(i) else { break };
-                    let o = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_file(path, mode, &provider, &counters, opts)
-                    })) {
-                        Ok(o) => o,
-                        Err(p) => FileOutcome {
-                            error: Some(format!(
-                                "internal error while running this file: {}",
-                                panic_message(&p)
-                            )),
-                            ..Default::default()
-                        },
-                    };
-                    passed.fetch_add(o.passed as u64, Ordering::Relaxed);
-                    let nf = o.failures.len() + usize::from(o.error.is_some());
-                    failed.fetch_add(nf as u64, Ordering::Relaxed);
-                    bar.set_message(format!(
-                        "[{mode}] {} passed, {} failed",
-                        passed.load(Ordering::Relaxed),
-                        failed.load(Ordering::Relaxed)
-                    ));
-                    bar.inc(1);
-                    outcomes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((i, o));
-                });
-            }
-        });
-        let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
-        outcomes.sort_by_key(|(i, _)| *i);
+        let outcomes = run_pass(
+            &pool, files, mode, &provider, &counters, opts, &run_file, &bar,
+        );
         let mut summary = ModeSummary {
             mode: Some(mode),
             wall_secs: t.elapsed().as_secs_f64(),

@@ -323,6 +323,9 @@ fn run_file(
             for (h, code) in &codes {
                 provider.prepare(*h, code, spec);
             }
+            if provider.is_collect() {
+                continue;
+            }
             for (index, test) in tests.iter().enumerate() {
                 let ix = &test.indexes;
                 let id = CaseId {
