@@ -183,8 +183,8 @@ impl CodeStore {
             .hex
             .get(&hash)
             .ok_or_else(|| format!("{name}: no code for code hash {hash}"))?;
-        let code = crate::input::decode_hex(text)
-            .map_err(|e| format!("{name}: code of {hash}: {e}"))?;
+        let code =
+            crate::input::decode_hex(text).map_err(|e| format!("{name}: code of {hash}: {e}"))?;
         let actual = keccak256(&code);
         if actual != hash {
             return Err(format!(
@@ -422,7 +422,11 @@ fn tx_env(file: &str, index: usize, t: &Value) -> Result<(u8, TxEnv), String> {
             .as_array()
             .ok_or_else(|| f.err("accessList", "is not an array"))?;
         for (i, item) in items.iter().enumerate() {
-            let a = Fields::new(file, format!("transaction {index}: access list item {i}"), item)?;
+            let a = Fields::new(
+                file,
+                format!("transaction {index}: access list item {i}"),
+                item,
+            )?;
             let storage_keys = a
                 .array("storageKeys")?
                 .iter()
@@ -583,10 +587,17 @@ pub fn load_block(dir: &Path, codes: &mut CodeStore) -> Result<Block, String> {
                 .as_object()
                 .ok_or_else(|| a.err("storage", "is not an object"))?;
             for (slot, value) in storage {
-                let key = U256::from_str(slot)
-                    .map_err(|_| a.err("storage", &format!("has a slot {slot:?} that is not a number")))?;
+                let key = U256::from_str(slot).map_err(|_| {
+                    a.err(
+                        "storage",
+                        &format!("has a slot {slot:?} that is not a number"),
+                    )
+                })?;
                 let value = quantity(value).ok_or_else(|| {
-                    a.err("storage", &format!("slot {slot} holds a value that is not a number"))
+                    a.err(
+                        "storage",
+                        &format!("slot {slot} holds a value that is not a number"),
+                    )
                 })?;
                 db.insert_account_storage(address, key, value)
                     .map_err(|e| format!("{pre_file}: {e}"))?;
@@ -607,7 +618,9 @@ pub fn load_block(dir: &Path, codes: &mut CodeStore) -> Result<Block, String> {
         let hash = hash
             .as_str()
             .and_then(|s| B256::from_str(s).ok())
-            .ok_or_else(|| format!("{hashes_file}: the hash of block {n} is not a 32-byte hex value"))?;
+            .ok_or_else(|| {
+                format!("{hashes_file}: the hash of block {n} is not a 32-byte hex value")
+            })?;
         db.cache.block_hashes.insert(U256::from(n), hash);
     }
     Ok(Block {
@@ -832,21 +845,11 @@ fn execute(
 ) -> Result<BlockOutput, String> {
     let r = if opts.threads < 2 {
         execute_block_sequential(
-            &block.cfg,
-            &block.env,
-            &block.txs,
-            &block.db,
-            &provider,
-            opts,
+            &block.cfg, &block.env, &block.txs, &block.db, &provider, opts,
         )
     } else {
         execute_block(
-            &block.cfg,
-            &block.env,
-            &block.txs,
-            &block.db,
-            &provider,
-            opts,
+            &block.cfg, &block.env, &block.txs, &block.db, &provider, opts,
         )
     };
     r.map_err(|e| e.to_string())
@@ -885,9 +888,7 @@ pub fn run_block(
             Ok(out) => match &best {
                 Some((t, first)) => {
                     if let Some(d) = first_difference(first, &out) {
-                        report
-                            .failures
-                            .push(format!("repeat: runs differ: {d}"));
+                        report.failures.push(format!("repeat: runs differ: {d}"));
                         return report;
                     }
                     if time < *t {
@@ -906,15 +907,22 @@ pub fn run_block(
     report.failures = verify(block, &out);
     if opts.check {
         report.checked = true;
-        match execute(block, &NoNative, &ParallelOptions { threads: 1, ..opts.parallel.clone() }) {
+        match execute(
+            block,
+            &NoNative,
+            &ParallelOptions {
+                threads: 1,
+                ..opts.parallel.clone()
+            },
+        ) {
             Err(e) => report
                 .failures
                 .push(format!("check: sequential interpretation failed: {e}")),
             Ok(reference) => {
                 if let Some(d) = first_difference(&reference, &out) {
-                    report
-                        .failures
-                        .push(format!("check: differs from sequential interpretation: {d}"));
+                    report.failures.push(format!(
+                        "check: differs from sequential interpretation: {d}"
+                    ));
                 }
             }
         }
@@ -1011,7 +1019,15 @@ fn mgas_per_sec(gas: u64, seconds: f64) -> f64 {
 pub fn table_header() -> String {
     format!(
         "{:>10} {:<15} {:>6} {:>11} {:<8} {:>9} {:>9} {:>8} {:>21}  parallel",
-        "block", "fork", "txs", "gas", "result", "seconds", "Mgas/s", "re-exec", "frames native/interp"
+        "block",
+        "fork",
+        "txs",
+        "gas",
+        "result",
+        "seconds",
+        "Mgas/s",
+        "re-exec",
+        "frames native/interp"
     )
 }
 
@@ -1028,7 +1044,8 @@ pub fn table_row(r: &BlockReport) -> String {
             format!("{}/{}", s.native_runs, s.interpreted_runs),
             match &s.fallback {
                 None => format!("{} threads", s.threads),
-                Some(f) => format!("sequential ({f})"),
+                Some(ember_runtime::parallel::FallbackReason::Requested) => "sequential".into(),
+                Some(f) => format!("sequential: {f}"),
             },
         ),
         None => ("-".into(), "-".into(), "-".into()),
@@ -1136,17 +1153,21 @@ mod tests {
         d
     }
 
-    const HEADER: &str = r#"{"number": "0x10", "timestamp": "0x5", "miner": "0x0000000000000000000000000000000000000001",
+    const HEADER_TEMPLATE: &str = r#"{"number": "0x10", "timestamp": "0x5", "miner": "0x0000000000000000000000000000000000000001",
         "gasLimit": "0x1000000", "difficulty": "0x1", "gasUsed": "0x5208",
-        "logsBloom": "0x00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "logsBloom": "BLOOM",
         "transactions": [{"type": "0x0", "from": "0x00000000000000000000000000000000000000aa",
             "to": "0x00000000000000000000000000000000000000bb", "gas": "0x5208", "gasPrice": "0x1",
             "value": "0x1", "nonce": "0x0", "input": "0x"}]}"#;
 
+    fn header() -> String {
+        HEADER_TEMPLATE.replace("BLOOM", &format!("0x{}", "00".repeat(256)))
+    }
+
     #[test]
     fn loads_and_runs_a_small_block() {
         let d = scratch("ok");
-        write(&d, "block.json", HEADER);
+        write(&d, "block.json", &header());
         write(
             &d,
             "pre_state.json",
@@ -1156,11 +1177,22 @@ mod tests {
         let blocks = load_blocks(std::slice::from_ref(&d), None).unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].spec, SpecId::FRONTIER);
-        let r = run_block(&blocks[0], &NoNative, &RunOptions { check: true, ..RunOptions::new(1) });
+        let r = run_block(
+            &blocks[0],
+            &NoNative,
+            &RunOptions {
+                check: true,
+                ..RunOptions::new(1)
+            },
+        );
         assert!(r.ok(), "{:?}", r.failures);
         assert_eq!(r.gas_used, 21_000);
         // A wrong header value is reported by field.
-        write(&d, "block.json", &HEADER.replace("\"gasUsed\": \"0x5208\"", "\"gasUsed\": \"0x5209\""));
+        write(
+            &d,
+            "block.json",
+            &header().replace("\"gasUsed\": \"0x5208\"", "\"gasUsed\": \"0x5209\""),
+        );
         let blocks = load_blocks(std::slice::from_ref(&d), None).unwrap();
         let r = run_block(&blocks[0], &NoNative, &RunOptions::new(2));
         assert_eq!(r.failed_fields(), vec!["gasUsed"]);
@@ -1174,17 +1206,33 @@ mod tests {
         assert!(load(&d).contains("neither a block directory"));
         write(&d, "block.json", "{not json");
         assert!(load(&d).contains("not valid JSON"), "{}", load(&d));
-        write(&d, "block.json", &HEADER.replace("\"0x10\"", "\"zz\""));
-        assert!(load(&d).contains("`number` is not a quantity"), "{}", load(&d));
-        write(&d, "block.json", &HEADER.replace("\"type\": \"0x0\"", "\"type\": \"0x7e\""));
+        write(&d, "block.json", &header().replace("\"0x10\"", "\"zz\""));
+        assert!(
+            load(&d).contains("`number` is not a quantity"),
+            "{}",
+            load(&d)
+        );
+        write(
+            &d,
+            "block.json",
+            &header().replace("\"type\": \"0x0\"", "\"type\": \"0x7e\""),
+        );
         assert!(load(&d).contains("only legacy"), "{}", load(&d));
-        write(&d, "block.json", HEADER);
+        write(&d, "block.json", &header());
         assert!(load(&d).contains("pre_state.json"), "{}", load(&d));
-        write(&d, "pre_state.json", r#"{"0x00000000000000000000000000000000000000aa": {"code_hash": "0x1111111111111111111111111111111111111111111111111111111111111111"}}"#);
+        write(
+            &d,
+            "pre_state.json",
+            r#"{"0x00000000000000000000000000000000000000aa": {"code_hash": "0x1111111111111111111111111111111111111111111111111111111111111111"}}"#,
+        );
         write(&d, "block_hashes.json", "{}");
         assert!(load(&d).contains("no code for code hash"), "{}", load(&d));
         let codes = d.join("codes.json");
-        std::fs::write(&codes, r#"{"0x1111111111111111111111111111111111111111111111111111111111111111": "0x00"}"#).unwrap();
+        std::fs::write(
+            &codes,
+            r#"{"0x1111111111111111111111111111111111111111111111111111111111111111": "0x00"}"#,
+        )
+        .unwrap();
         let e = load_blocks(&[d.clone()], Some(&codes)).unwrap_err();
         assert!(e.contains("hashes to"), "{e}");
         write(&d, "pre_state.json", r#"{"0xaa": {}}"#);

@@ -208,7 +208,13 @@ struct BlockArgs {
     #[arg(long, value_name = "FILE")]
     bytecodes: Option<PathBuf>,
     /// Synthetic workload(s) instead of block directories (comma-separated or repeated).
-    #[arg(long, value_enum, value_name = "KIND", value_delimiter = ',', conflicts_with = "dirs")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        value_delimiter = ',',
+        conflicts_with = "dirs"
+    )]
     synthetic: Vec<ember_tools::workload::WorkloadKind>,
     /// Gas of each synthetic block (suffixes k, M, G).
     #[arg(long, default_value = "100M", value_parser = ember_tools::workload::parse_gas, requires = "synthetic")]
@@ -577,7 +583,10 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
                 if summary.failures.is_empty() {
                     String::new()
                 } else {
-                    format!("; {} not compiled, run in the interpreter", summary.failures.len())
+                    format!(
+                        "; {} not compiled, run in the interpreter",
+                        summary.failures.len()
+                    )
                 }
             ))?;
             for (hash, spec, e) in summary.failures.iter().take(10) {

@@ -181,7 +181,10 @@ impl Asm {
             .push_u(0xe0)
             .ops(&[op::SHR]);
         for (selector, label) in entries {
-            self.ops(&[op::DUP1]).push(selector).ops(&[op::EQ]).jumpi_to(label);
+            self.ops(&[op::DUP1])
+                .push(selector)
+                .ops(&[op::EQ])
+                .jumpi_to(label);
         }
         self.jump_to("fail")
     }
@@ -233,14 +236,21 @@ pub fn token_code() -> Vec<u8> {
     a.ops(&[op::DUP1, op::DUP3, op::LT]).jumpi_to("fail"); // allowance < amount
     a.ops(&[op::SWAP1, op::SUB, op::SWAP1, op::SSTORE]); // allowance - amount
     a.push_label("ok");
-    a.push_u(68).ops(&[op::CALLDATALOAD]).address_arg(36).address_arg(4);
+    a.push_u(68)
+        .ops(&[op::CALLDATALOAD])
+        .address_arg(36)
+        .address_arg(4);
     a.jump_to("move");
     // balanceOf(owner).
     a.label("balance_of").ops(&[op::POP]);
     a.address_arg(4).push_u(0).ops(&[op::MSTORE]);
     a.push_u(0).push_u(32).ops(&[op::MSTORE]);
     a.push_u(64).push_u(0).ops(&[op::KECCAK256, op::SLOAD]);
-    a.push_u(0).ops(&[op::MSTORE]).push_u(32).push_u(0).ops(&[op::RETURN]);
+    a.push_u(0)
+        .ops(&[op::MSTORE])
+        .push_u(32)
+        .push_u(0)
+        .ops(&[op::RETURN]);
     // move: [ret, amount, to, from] -> balances updated, Transfer logged, jump to ret.
     a.label("move");
     a.ops(&[op::DUP1]).push_u(0).ops(&[op::MSTORE]);
@@ -251,7 +261,14 @@ pub fn token_code() -> Vec<u8> {
     a.ops(&[op::DUP5, op::SWAP1, op::SUB, op::SWAP1, op::SSTORE]); // fbal - amount
     a.ops(&[op::DUP2]).push_u(0).ops(&[op::MSTORE]); // mem[0] = to
     a.push_u(64).push_u(0).ops(&[op::KECCAK256]); // [.., from, tslot]
-    a.ops(&[op::DUP1, op::SLOAD, op::DUP5, op::ADD, op::SWAP1, op::SSTORE]);
+    a.ops(&[
+        op::DUP1,
+        op::SLOAD,
+        op::DUP5,
+        op::ADD,
+        op::SWAP1,
+        op::SSTORE,
+    ]);
     a.ops(&[op::DUP3]).push_u(0).ops(&[op::MSTORE]); // mem[0] = amount
     a.ops(&[op::DUP2, op::DUP2])
         .push(transfer_topic().as_slice())
@@ -281,21 +298,33 @@ pub fn pool_code() -> Vec<u8> {
     a.ops(&[op::DUP4]).push_u(1000).ops(&[op::MUL, op::ADD]); // [in, r0, r1, num, den]
     a.ops(&[op::SWAP1, op::DIV]); // [in, r0, r1, out]
     a.ops(&[op::DUP1, op::ISZERO]).jumpi_to("fail");
-    a.ops(&[op::DUP4, op::DUP4, op::ADD]).push_u(0).ops(&[op::SSTORE]);
-    a.ops(&[op::DUP1, op::DUP3, op::SUB]).push_u(1).ops(&[op::SSTORE]);
+    a.ops(&[op::DUP4, op::DUP4, op::ADD])
+        .push_u(0)
+        .ops(&[op::SSTORE]);
+    a.ops(&[op::DUP1, op::DUP3, op::SUB])
+        .push_u(1)
+        .ops(&[op::SSTORE]);
     // token0.transferFrom(caller, this, in)
-    a.push_selector_word(TRANSFER_FROM).push_u(0x80).ops(&[op::MSTORE]);
+    a.push_selector_word(TRANSFER_FROM)
+        .push_u(0x80)
+        .ops(&[op::MSTORE]);
     a.ops(&[op::CALLER]).push_u(0x84).ops(&[op::MSTORE]);
     a.ops(&[op::ADDRESS]).push_u(0xa4).ops(&[op::MSTORE]);
     a.ops(&[op::DUP4]).push_u(0xc4).ops(&[op::MSTORE]);
     a.push_u(32).push_u(0).push_u(0x64).push_u(0x80).push_u(0);
-    a.push_u(2).ops(&[op::SLOAD, op::GAS, op::CALL, op::ISZERO]).jumpi_to("fail");
+    a.push_u(2)
+        .ops(&[op::SLOAD, op::GAS, op::CALL, op::ISZERO])
+        .jumpi_to("fail");
     // token1.transfer(caller, out)
-    a.push_selector_word(TRANSFER).push_u(0x80).ops(&[op::MSTORE]);
+    a.push_selector_word(TRANSFER)
+        .push_u(0x80)
+        .ops(&[op::MSTORE]);
     a.ops(&[op::CALLER]).push_u(0x84).ops(&[op::MSTORE]);
     a.ops(&[op::DUP1]).push_u(0xa4).ops(&[op::MSTORE]);
     a.push_u(32).push_u(0).push_u(0x44).push_u(0x80).push_u(0);
-    a.push_u(3).ops(&[op::SLOAD, op::GAS, op::CALL, op::ISZERO]).jumpi_to("fail");
+    a.push_u(3)
+        .ops(&[op::SLOAD, op::GAS, op::CALL, op::ISZERO])
+        .jumpi_to("fail");
     // Swap(caller, in, out)
     a.ops(&[op::DUP4]).push_u(0).ops(&[op::MSTORE]);
     a.ops(&[op::DUP1]).push_u(32).ops(&[op::MSTORE]);
@@ -419,7 +448,11 @@ pub fn block_of(kind: WorkloadKind, n: u64) -> Block {
         WorkloadKind::HotPool => 1,
         _ => 0,
     };
-    let senders = if kind == WorkloadKind::HotSender { 1 } else { n };
+    let senders = if kind == WorkloadKind::HotSender {
+        1
+    } else {
+        n
+    };
     if uses_token || uses_pools {
         insert_code(&mut db, token(0), &token_code());
     }
@@ -431,8 +464,18 @@ pub fn block_of(kind: WorkloadKind, n: u64) -> Block {
             insert_code(&mut db, pool(p), &code);
             set(&mut db, pool(p), U256::ZERO, reserve);
             set(&mut db, pool(p), U256::from(1), reserve);
-            set(&mut db, pool(p), U256::from(2), U256::from_be_bytes(word(token(0))));
-            set(&mut db, pool(p), U256::from(3), U256::from_be_bytes(word(token(1))));
+            set(
+                &mut db,
+                pool(p),
+                U256::from(2),
+                U256::from_be_bytes(word(token(0))),
+            );
+            set(
+                &mut db,
+                pool(p),
+                U256::from(3),
+                U256::from_be_bytes(word(token(1))),
+            );
             // The pool's token1 holdings back its reserve.
             set(&mut db, token(1), balance_slot(pool(p)), big);
         }
@@ -505,17 +548,24 @@ pub fn block_of(kind: WorkloadKind, n: u64) -> Block {
     }
 }
 
-/// Gas one transaction of `kind` uses (measured by executing a one-transaction block).
+/// Gas one more transaction of `kind` adds to a block (measured by executing blocks of one
+/// and two transactions: in the contended kinds the first transaction pays for storage the
+/// later ones only update).
 pub fn gas_per_tx(kind: WorkloadKind) -> Result<u64, String> {
-    let b = block_of(kind, 1);
-    let r = crate::block::run_block(&b, &ember_runtime::NoNative, &RunOptions::new(1));
-    if !r.ok() || r.gas_used == 0 {
-        return Err(format!(
-            "internal: the {kind} workload does not execute: {}",
-            r.failures.join("; ")
-        ));
-    }
-    Ok(r.gas_used)
+    let gas = |n| {
+        let b = block_of(kind, n);
+        let r = crate::block::run_block(&b, &ember_runtime::NoNative, &RunOptions::new(1));
+        if r.ok() && r.gas_used > 0 {
+            Ok(r.gas_used)
+        } else {
+            Err(format!(
+                "internal: the {kind} workload does not execute: {}",
+                r.failures.join("; ")
+            ))
+        }
+    };
+    let (one, two) = (gas(1)?, gas(2)?);
+    Ok(two.saturating_sub(one).max(1))
 }
 
 /// A block of `kind` using about `gas` gas (at least one transaction).
@@ -540,6 +590,74 @@ mod tests {
         assert!(parse_gas("-5").is_err());
     }
 
+    fn storage_of(out: &ember_runtime::parallel::BlockOutput, at: Address) -> HashMap<U256, U256> {
+        out.changes
+            .iter()
+            .find(|c| c.address == at)
+            .map(|c| c.storage.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn execute(b: &Block) -> ember_runtime::parallel::BlockOutput {
+        ember_runtime::parallel::execute_block_sequential(
+            &b.cfg,
+            &b.env,
+            &b.txs,
+            &b.db,
+            &ember_runtime::NoNative,
+            &Default::default(),
+        )
+        .expect("executes")
+    }
+
+    #[test]
+    fn tokens_and_pools_do_what_they_say() {
+        let n = 3;
+        let big = U256::from(10u128.pow(30));
+        // ERC-20 transfers: every recipient holds 1, every sender 1 less.
+        let out = execute(&block_of(WorkloadKind::Erc20, n));
+        assert!(out.transactions.iter().all(|t| t.result.is_success()));
+        assert!(out.transactions.iter().all(|t| t.result.logs().len() == 1));
+        let s = storage_of(&out, token(0));
+        for i in 0..n {
+            assert_eq!(s[&balance_slot(recipient(i))], U256::from(1));
+            assert_eq!(s[&balance_slot(sender(i))], big - U256::from(1));
+        }
+        // One sender: its balance drops by n, its nonce reaches n.
+        let out = execute(&block_of(WorkloadKind::HotSender, n));
+        let s = storage_of(&out, token(0));
+        assert_eq!(s[&balance_slot(sender(0))], big - U256::from(n));
+        let acc = out.changes.iter().find(|c| c.address == sender(0)).unwrap();
+        assert_eq!(acc.account.as_ref().unwrap().nonce, n);
+        // Swaps on one pool: the constant-product formula, applied n times in order.
+        let out = execute(&block_of(WorkloadKind::HotPool, n));
+        let (mut r0, mut r1) = (U256::from(1_000_000 * ETHER), U256::from(1_000_000 * ETHER));
+        let amount_in = U256::from(ETHER);
+        let mut outs = U256::ZERO;
+        for t in &out.transactions {
+            let fee_in = amount_in * U256::from(997);
+            let o = fee_in * r1 / (r0 * U256::from(1000) + fee_in);
+            assert_eq!(t.result.output().map(|b| U256::from_be_slice(b)), Some(o));
+            assert_eq!(t.result.logs().len(), 3, "two Transfer logs and a Swap");
+            r0 += amount_in;
+            r1 -= o;
+            outs += o;
+        }
+        let p = storage_of(&out, pool(0));
+        assert_eq!((p[&U256::ZERO], p[&U256::from(1)]), (r0, r1));
+        let t0 = storage_of(&out, token(0));
+        assert_eq!(t0[&balance_slot(pool(0))], amount_in * U256::from(n));
+        assert_eq!(t0[&allowance_slot(sender(1), pool(0))], big - amount_in);
+        let t1 = storage_of(&out, token(1));
+        assert_eq!(t1[&balance_slot(pool(0))], big - outs);
+        // A swap without allowance reverts.
+        let mut b = block_of(WorkloadKind::Swaps, 1);
+        let _ =
+            b.db.insert_account_storage(token(0), allowance_slot(sender(0), pool(0)), U256::ZERO);
+        let out = execute(&b);
+        assert!(!out.transactions[0].result.is_success());
+    }
+
     #[test]
     fn labels_resolve_to_jumpdests() {
         for code in [token_code(), pool_code()] {
@@ -552,7 +670,11 @@ mod tests {
                     let target = u16::from_be_bytes([code[i + 1], code[i + 2]]) as usize;
                     assert!(jumps.is_valid(target), "jump to {target}");
                 }
-                i += 1 + if (op::PUSH1..=op::PUSH32).contains(&c) { (c - op::PUSH0) as usize } else { 0 };
+                i += 1 + if (op::PUSH1..=op::PUSH32).contains(&c) {
+                    (c - op::PUSH0) as usize
+                } else {
+                    0
+                };
             }
         }
     }

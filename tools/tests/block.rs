@@ -46,7 +46,12 @@ fn assert_ok(reports: &[block::BlockReport], what: &str) {
         .filter(|r| !r.ok())
         .map(|r| format!("{}: {}", r.name, r.failures.join("; ")))
         .collect();
-    assert!(failed.is_empty(), "{what}: {} failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{what}: {} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]
@@ -69,7 +74,10 @@ fn mainnet_blocks_pass_in_the_interpreter_sequential_and_parallel() {
         .collect();
     assert_ok(&parallel, "parallel interpreter (2 threads)");
     let gas: u64 = parallel.iter().map(|r| r.gas_used).sum();
-    assert_eq!(gas, 797_313_405, "gas of the 68 blocks (shared/mainnet README)");
+    assert_eq!(
+        gas, 797_313_405,
+        "gas of the 68 blocks (shared/mainnet README)"
+    );
     // Every block with more than one transaction went through the parallel executor (the
     // repeated-wipe hazard is the only allowed fallback).
     for r in &parallel {
@@ -90,25 +98,24 @@ fn mainnet_blocks_pass_in_the_interpreter_sequential_and_parallel() {
 }
 
 /// The blocks run with JIT-compiled contracts. Compiling all 5,121 (contract, fork) pairs of
-/// the data set takes several minutes even in the fast tier, so this is a subset of 12 blocks
-/// chosen to cover every fork from Frontier to Cancun, both sides of the Byzantium receipt
-/// change, a same-sender chain (13287210: 1,414 transactions), a wipe fallback
-/// (4330482 has self-destructs), blob transactions (19426587) and blocks with few, heavily
-/// used contracts: 373 contracts to compile. `ember block ../shared/mainnet --mode jit`
-/// runs them all.
+/// the data set takes far too long for CI (about 0.25 s of CPU per KiB of bytecode in the fast
+/// tier on the 2-core machine: 44 MB of code), so this is a subset of 9 blocks, ~405 KB of code
+/// (~100 s of CPU), covering Frontier to Istanbul, London and Cancun: contract creations and a
+/// repeated-wipe fallback (116525), single-contract blocks (2688148, 5891667), busy blocks of
+/// mostly transfers (11814555: 579 transactions), long same-sender chains (13287210: 1,414
+/// transactions) and a blob transaction (19933122). Berlin, Merge and Shanghai blocks hold
+/// 167 KB to 1.2 MB of code each and are left out; `ember block ../shared/mainnet --mode jit
+/// --opt fast --check` runs them all.
 const JIT_BLOCKS: &[u64] = &[
     116525,   // Frontier
     1796867,  // Homestead
     2641321,  // Tangerine Whistle
-    3356896,  // Spurious Dragon
-    5891667,  // Byzantium: 380 txs on one contract
+    2688148,  // Spurious Dragon
+    5891667,  // Byzantium: 380 transactions on one contract
     9068998,  // Petersburg
-    11814555, // Istanbul: 579 txs
-    12300570, // Berlin: 687 txs
-    13287210, // London: 1,414 txs, long same-sender chains
-    15537394, // Merge (first post-merge block)
-    19426586, // Shanghai
-    19426587, // Cancun (first Cancun block)
+    11814555, // Istanbul: 579 transactions
+    13287210, // London: 1,414 transactions, long same-sender chains
+    19933122, // Cancun: a blob transaction
 ];
 
 #[test]
@@ -138,8 +145,19 @@ fn mainnet_blocks_pass_with_the_jit_in_parallel() {
     assert_ok(&reports, "parallel JIT (2 threads)");
     for r in &reports {
         let s = r.stats.as_ref().expect("stats");
-        if r.txs > 0 && !blocks.iter().find(|b| b.name == r.name).unwrap().contracts().is_empty() {
-            assert!(s.native_runs > 0, "block {}: no native frame: {s:?}", r.name);
+        if r.txs > 0
+            && !blocks
+                .iter()
+                .find(|b| b.name == r.name)
+                .unwrap()
+                .contracts()
+                .is_empty()
+        {
+            assert!(
+                s.native_runs > 0,
+                "block {}: no native frame: {s:?}",
+                r.name
+            );
         }
     }
 }
@@ -163,17 +181,31 @@ fn synthetic_workloads_succeed_and_parallel_matches_sequential() {
             b.name
         );
         for (provider, what) in [
-            (&NoNative as &(dyn ember_runtime::NativeProvider + Sync), "interp"),
+            (
+                &NoNative as &(dyn ember_runtime::NativeProvider + Sync),
+                "interp",
+            ),
             (&cache, "jit"),
         ] {
-            let seq = block::run_block(b, provider, &RunOptions { check: true, ..RunOptions::new(1) });
+            let seq = block::run_block(
+                b,
+                provider,
+                &RunOptions {
+                    check: true,
+                    ..RunOptions::new(1)
+                },
+            );
             assert!(seq.ok(), "{} sequential {what}: {:?}", b.name, seq.failures);
             let par = block::run_block(b, provider, &parallel_checked());
             assert!(par.ok(), "{} parallel {what}: {:?}", b.name, par.failures);
             let s = par.stats.expect("stats");
             assert_eq!(s.fallback, None, "{}", b.name);
             if what == "jit" && b.name != "transfers" {
-                assert!(s.native_runs > 0 && s.interpreted_runs == 0, "{}: {s:?}", b.name);
+                assert!(
+                    s.native_runs > 0 && s.interpreted_runs == 0,
+                    "{}: {s:?}",
+                    b.name
+                );
             }
             // Independent transactions never conflict; contended ones do.
             let independent = matches!(b.name.as_str(), "transfers" | "erc20" | "swaps");
@@ -235,7 +267,12 @@ fn assert_json_shape(stdout: &str, blocks: usize) -> serde_json::Value {
         assert!(b["number"].is_u64() && b["gas_used"].is_u64() && b["ok"].is_boolean());
         assert!(b["seconds"].as_f64().unwrap() > 0.0);
     }
-    let mut keys: Vec<&str> = v["total"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = v["total"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["gas", "gas_per_sec", "seconds"]);
     assert!(v["total"]["gas_per_sec"].as_f64().unwrap() > 0.0);
@@ -266,7 +303,12 @@ fn cli_json_exit_codes_and_refusals() {
 
     // Synthetic workloads, JSON.
     let (code, out, err) = ember(&[
-        "block", "--synthetic", "transfers,hot-pool", "--gas", "1M", "--json",
+        "block",
+        "--synthetic",
+        "transfers,hot-pool",
+        "--gas",
+        "1M",
+        "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let v = assert_json_shape(&out, 2);
@@ -278,13 +320,24 @@ fn cli_json_exit_codes_and_refusals() {
     let header = std::fs::read_to_string(bad.join("block.json")).unwrap();
     let gas = "\"gasUsed\":\"0xbea4b1\"";
     assert!(header.contains(gas), "fixture changed");
-    std::fs::write(bad.join("block.json"), header.replace(gas, "\"gasUsed\":\"0xbea4b2\"")).unwrap();
+    std::fs::write(
+        bad.join("block.json"),
+        header.replace(gas, "\"gasUsed\":\"0xbea4b2\""),
+    )
+    .unwrap();
     let bad_s = bad.to_str().unwrap();
     let byte_s = bytecodes.to_str().unwrap();
     let (code, out, err) = ember(&["block", bad_s, "--bytecodes", byte_s]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("FAIL gasUsed: expected 12494002, got 12494001"), "{out}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert!(
+        out.contains("FAIL gasUsed: expected 12494002, got 12494001"),
+        "{out}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
     let (code, out, _) = ember(&["block", bad_s, "--bytecodes", byte_s, "--json"]);
     assert_eq!(code, 1);
     assert_eq!(assert_json_shape(&out, 1)["blocks"][0]["ok"], false);
@@ -292,13 +345,19 @@ fn cli_json_exit_codes_and_refusals() {
     // Without a bytecodes file next to it, a block with contracts cannot load.
     let (code, _, err) = ember(&["block", bad_s]);
     assert_eq!(code, 2);
-    assert!(err.starts_with("error: ") && err.contains("no code for code hash"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("no code for code hash"),
+        "{err}"
+    );
 
     // Malformed block directories: one error line, exit 2, no panic.
     std::fs::write(bad.join("pre_state.json"), "[1, 2]").unwrap();
     let (code, _, err) = ember(&["block", bad_s, "--bytecodes", byte_s]);
     assert_eq!(code, 2);
-    assert!(err.starts_with("error: ") && err.contains("pre_state.json"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("pre_state.json"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     std::fs::write(bad.join("block.json"), "{\"number\": \"0x1\"}").unwrap();
     let (code, _, err) = ember(&["block", bad_s]);
