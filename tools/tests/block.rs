@@ -207,17 +207,11 @@ fn synthetic_workloads_succeed_and_parallel_matches_sequential() {
                     b.name
                 );
             }
-            // Independent transactions never conflict; contended ones do.
-            let independent = matches!(b.name.as_str(), "transfers" | "erc20" | "swaps");
-            if independent {
+            // Independent transactions never conflict. (Whether contended ones do depends on
+            // the threads' timing: on a loaded machine one worker may run them all in order.)
+            if matches!(b.name.as_str(), "transfers" | "erc20" | "swaps") {
                 assert_eq!(s.validation_failures, 0, "{}: {s:?}", b.name);
                 assert_eq!(s.reexecutions, 0, "{}: {s:?}", b.name);
-            } else {
-                assert!(
-                    s.reexecutions + s.dependency_waits + s.dependency_suspensions > 0,
-                    "{}: no conflict seen: {s:?}",
-                    b.name
-                );
             }
         }
     }
