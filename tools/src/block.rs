@@ -1233,7 +1233,7 @@ mod tests {
             r#"{"0x1111111111111111111111111111111111111111111111111111111111111111": "0x00"}"#,
         )
         .unwrap();
-        let e = load_blocks(&[d.clone()], Some(&codes)).unwrap_err();
+        let e = load_blocks(std::slice::from_ref(&d), Some(&codes)).unwrap_err();
         assert!(e.contains("hashes to"), "{e}");
         write(&d, "pre_state.json", r#"{"0xaa": {}}"#);
         assert!(load(&d).contains("not an address"), "{}", load(&d));

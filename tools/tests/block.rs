@@ -1,8 +1,9 @@
 //! `ember block` end to end: the 68 mainnet blocks of `../shared/mainnet` (override with
 //! `EMBER_MAINNET_DIR`; the data is required, its absence is a failure) checked against their
-//! headers in the interpreter, sequentially and on 2 threads, and with JIT-compiled contracts
-//! on 2 threads for a subset of blocks; the synthetic workloads; the command's exit codes,
-//! `--json` shape and refusals.
+//! headers (gasUsed, logsBloom, receiptsRoot from Byzantium on) in the interpreter, sequentially
+//! and on 2 and 4 threads with every parallel run compared with sequential execution (results
+//! and state changes), and with JIT-compiled contracts on 2 threads for a subset of blocks; the
+//! synthetic workloads; the command's exit codes, `--json` shape and refusals.
 
 use ember_compiler::{JitCache, OptLevel};
 use ember_runtime::parallel::ParallelOptions;
@@ -63,37 +64,53 @@ fn mainnet_blocks_pass_in_the_interpreter_sequential_and_parallel() {
         .count();
     assert_eq!(receipts, 54, "receipts roots checkable from Byzantium on");
     block::warm_up();
+    // Sequential, twice per block: both runs must agree (run_block compares repeats).
     let sequential: Vec<_> = blocks
         .iter()
-        .map(|b| block::run_block(b, &NoNative, &RunOptions::new(1)))
+        .map(|b| {
+            let opts = RunOptions {
+                repeat: 2,
+                ..RunOptions::new(1)
+            };
+            block::run_block(b, &NoNative, &opts)
+        })
         .collect();
     assert_ok(&sequential, "sequential interpreter");
-    let parallel: Vec<_> = blocks
-        .iter()
-        .map(|b| block::run_block(b, &NoNative, &parallel_checked()))
-        .collect();
-    assert_ok(&parallel, "parallel interpreter (2 threads)");
-    let gas: u64 = parallel.iter().map(|r| r.gas_used).sum();
+    let gas: u64 = sequential.iter().map(|r| r.gas_used).sum();
     assert_eq!(
         gas, 797_313_405,
         "gas of the 68 blocks (shared/mainnet README)"
     );
-    // Every block with more than one transaction went through the parallel executor (the
-    // repeated-wipe hazard is the only allowed fallback).
-    for r in &parallel {
-        let s = r.stats.as_ref().expect("stats");
-        if r.txs > 1 {
-            assert!(
-                matches!(
-                    s.fallback,
-                    None | Some(ember_runtime::parallel::FallbackReason::RepeatedWipe(_))
-                ),
-                "block {}: {:?}",
-                r.name,
-                s.fallback
-            );
+    // 2 and 4 threads with the default knobs, then 2 threads without the repeated-wipe
+    // fallback, so the blocks that fall back are also checked through the parallel path; every
+    // run is compared with sequential interpretation (the check) as well as the header.
+    for (threads, wipe_fallback) in [(2, true), (4, true), (2, false)] {
+        let mut opts = parallel_checked();
+        opts.parallel.threads = threads;
+        opts.parallel.fallback_on_repeated_wipe = wipe_fallback;
+        let reports: Vec<_> = blocks
+            .iter()
+            .map(|b| block::run_block(b, &NoNative, &opts))
+            .collect();
+        let what =
+            format!("parallel interpreter ({threads} threads, wipe fallback {wipe_fallback})");
+        assert_ok(&reports, &what);
+        for r in &reports {
+            let s = r.stats.as_ref().expect("stats");
+            assert!(r.checked);
+            assert_eq!(s.native_runs, 0);
+            if r.txs < 2 {
+                continue;
+            }
+            // Every block with two or more transactions went through the parallel executor;
+            // the repeated-wipe hazard is the only fallback, and only when enabled.
+            let allowed = match &s.fallback {
+                None => true,
+                Some(ember_runtime::parallel::FallbackReason::RepeatedWipe(_)) => wipe_fallback,
+                Some(_) => false,
+            };
+            assert!(allowed, "block {}, {what}: {:?}", r.name, s.fallback);
         }
-        assert_eq!(s.native_runs, 0);
     }
 }
 
