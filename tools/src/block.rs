@@ -44,6 +44,9 @@ use std::time::{Duration, Instant};
 /// the workspace).
 pub const MAINNET_DIR_ENV: &str = "EMBER_MAINNET_DIR";
 
+/// Largest `excessBlobGas` accepted (a blob base fee of about e^40 wei).
+const MAX_EXCESS_BLOB_GAS: u64 = 1 << 27;
+
 /// The pre-state a block executes on: read-only and shareable between threads.
 pub type PreState = CacheDB<EmptyDB>;
 
@@ -191,7 +194,8 @@ impl CodeStore {
                 "{name}: the code listed under {hash} hashes to {actual}"
             ));
         }
-        let code = Bytecode::new_raw(Bytes::from(code));
+        let code = Bytecode::new_raw_checked(Bytes::from(code))
+            .map_err(|e| format!("{name}: code of {hash}: {e}"))?;
         self.decoded.insert(hash, code.clone());
         Ok(code)
     }
@@ -521,10 +525,16 @@ pub fn load_block(dir: &Path, codes: &mut CodeStore) -> Result<Block, String> {
             None
         },
         blob_excess_gas_and_price: if spec.is_enabled_in(SpecId::CANCUN) {
-            Some(BlobExcessGasAndPrice::new_with_spec(
-                h.opt_u64("excessBlobGas")?.unwrap_or(0),
-                spec,
-            ))
+            let excess = h.opt_u64("excessBlobGas")?.unwrap_or(0);
+            // revm's blob price computation overflows far above any real value (mainnet's
+            // highest is in the tens of millions).
+            if excess > MAX_EXCESS_BLOB_GAS {
+                return Err(h.err(
+                    "excessBlobGas",
+                    &format!("is {excess}: above {MAX_EXCESS_BLOB_GAS}, not a plausible value"),
+                ));
+            }
+            Some(BlobExcessGasAndPrice::new_with_spec(excess, spec))
         } else {
             None
         },
@@ -1235,6 +1245,19 @@ mod tests {
         .unwrap();
         let e = load_blocks(std::slice::from_ref(&d), Some(&codes)).unwrap_err();
         assert!(e.contains("hashes to"), "{e}");
+        // A truncated EIP-7702 delegation is refused, not a panic.
+        let bad = [0xef, 0x01, 0x00, 0x12];
+        let hash = keccak256(bad);
+        std::fs::write(&codes, format!(r#"{{"{hash}": "0x{}"}}"#, hex::encode(bad))).unwrap();
+        write(
+            &d,
+            "pre_state.json",
+            &format!(
+                r#"{{"0x00000000000000000000000000000000000000aa": {{"code_hash": "{hash}"}}}}"#
+            ),
+        );
+        let e = load_blocks(std::slice::from_ref(&d), Some(&codes)).unwrap_err();
+        assert!(e.contains("code of"), "{e}");
         write(&d, "pre_state.json", r#"{"0xaa": {}}"#);
         assert!(load(&d).contains("not an address"), "{}", load(&d));
         write(&d, "pre_state.json", "{}");
