@@ -115,9 +115,9 @@ fn mainnet_blocks_pass_in_the_interpreter_sequential_and_parallel() {
 }
 
 /// The blocks run with JIT-compiled contracts. Compiling all 5,121 (contract, fork) pairs of
-/// the data set takes far too long for CI (about 0.25 s of CPU per KiB of bytecode in the fast
-/// tier on the 2-core machine: 44 MB of code), so this is a subset of 9 blocks, ~405 KB of code
-/// (~100 s of CPU), covering Frontier to Istanbul, London and Cancun: contract creations and a
+/// the data set takes far too long for CI (0.1-0.25 s of CPU per KB of bytecode in the fast
+/// tier on the 2-core machine, by load: 44 MB of code), so this is a subset of 9 blocks, ~405 KB
+/// of code (45-110 s of CPU), covering Frontier to Istanbul, London and Cancun: contract creations and a
 /// repeated-wipe fallback (116525), single-contract blocks (2688148, 5891667), busy blocks of
 /// mostly transfers (11814555: 579 transactions), long same-sender chains (13287210: 1,414
 /// transactions) and a blob transaction (19933122). Berlin, Merge and Shanghai blocks hold
