@@ -110,6 +110,21 @@ fn builds_and_loads_a_library() {
     AotLibrary::load(&native, &host).unwrap();
 }
 
+/// Regression: libraries are opened through `/proc/self/fd/N`; the dynamic loader matches
+/// already-loaded objects by that name, so a reused descriptor number once returned the
+/// previous library and every symbol of the next one failed to resolve.
+#[test]
+fn loads_many_different_libraries_in_one_process() {
+    for (i, c) in contracts().into_iter().take(3).enumerate() {
+        let out = tmp(&format!("many{i}.so"));
+        let r = build_library(std::slice::from_ref(&c), &opts(), &out, &|_| {}).unwrap();
+        assert_eq!(r.set.objects.len(), 1);
+        let lib = AotLibrary::load(&out, &HostTarget::default())
+            .unwrap_or_else(|e| panic!("library {i}: {e}"));
+        assert!(lib.native_fn(&keccak256(&c.code), c.spec).is_some());
+    }
+}
+
 #[test]
 fn refuses_truncated_and_non_elf_files() {
     let out = tmp("full.so");

@@ -17,8 +17,8 @@
 //!
 //! Only then is it opened (`dlopen` with `RTLD_NOW | RTLD_LOCAL`, through the already-open
 //! file descriptor, so the file checked is the file loaded) and its symbols resolved. Loaded
-//! libraries are never unloaded: function pointers handed out stay valid for the life of the
-//! process.
+//! libraries are never unloaded, and their descriptors never closed: function pointers handed
+//! out stay valid for the life of the process (each load costs one file descriptor).
 //!
 //! What an embedder links: nothing beyond this crate. Generated code reaches every builtin
 //! through the table in [`EvmContext::builtins`](crate::EvmContext), which the runtime fills
@@ -622,7 +622,11 @@ impl AotLibrary {
         // primitives; opening it runs no code. It is never closed (see below).
         let lib = unsafe { libloading::os::unix::Library::open(Some(&open_path), flags) }
             .map_err(|e| AotError::Loader(e.to_string()))?;
-        drop(file);
+        // The descriptor stays open for the life of the process, like the mapping: the
+        // dynamic loader identifies loaded objects by the name they were opened under, so a
+        // closed and reused descriptor number would make a later `/proc/self/fd/N` open
+        // return this library instead of the new one.
+        std::mem::forget(file);
         let mut fns = HashMap::with_capacity(verified.entries.len());
         for (hash, spec, symbol) in &verified.entries {
             // SAFETY: the manifest (checked against this ABI version) declares the symbol a
