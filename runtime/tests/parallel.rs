@@ -130,7 +130,32 @@ impl TestBlock {
     }
 
     fn parallel(&self, opts: &ParallelOptions) -> Result<BlockOutput, BlockError> {
-        execute_block(&self.cfg, &self.block, &self.txs, &self.db, &NoNative, opts)
+        self.parallel_labeled(opts, "")
+    }
+
+    /// [`execute_block`] under a watchdog: a hang fails the test (naming `what`) instead of
+    /// stalling it.
+    fn parallel_labeled(
+        &self,
+        opts: &ParallelOptions,
+        what: &str,
+    ) -> Result<BlockOutput, BlockError> {
+        let (cfg, block, txs, db, opts) = (
+            self.cfg.clone(),
+            self.block.clone(),
+            self.txs.clone(),
+            self.db.clone(),
+            opts.clone(),
+        );
+        let what = format!(
+            "{what} ({:?}, {} transactions, {} threads)",
+            cfg.spec,
+            txs.len(),
+            opts.threads
+        );
+        watchdog(&what, move || {
+            execute_block(&cfg, &block, &txs, &db, &NoNative, &opts)
+        })
     }
 
     /// Runs sequentially and in parallel (2 and 4 threads, default knobs and every lazy knob
@@ -154,6 +179,39 @@ impl TestBlock {
             }
         }
         (seq, last)
+    }
+}
+
+/// How long one block may take before [`watchdog`] fails the test:
+/// `EMBER_PARALLEL_WATCHDOG_SECS`, default 60 s (blocks here take milliseconds).
+fn watchdog_limit() -> std::time::Duration {
+    let secs = std::env::var("EMBER_PARALLEL_WATCHDOG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Runs `f` on a helper thread and panics if it does not return within [`watchdog_limit`]
+/// (the stuck thread is left behind; the test binary exits anyway).
+fn watchdog<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("execute_block".to_string())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn the watchdog's helper thread");
+    let limit = watchdog_limit();
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "{what}: execute_block did not return within {limit:?}: the parallel scheduler is \
+             stuck (rerun with EMBER_PARALLEL_STALL_MS=1000 to print its state)"
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what}: execute_block panicked")
+        }
     }
 }
 
@@ -558,6 +616,51 @@ fn coinbase_absent_from_pre_state_and_zero_fees() {
     }
 }
 
+/// Regression test: revm runs post-execution (refund, reimbursement, beneficiary reward) even
+/// after a database error in an instruction of the outermost frame, and a zero reward is paid
+/// eagerly, by reading the beneficiary. An execution suspended on an ESTIMATE by an `SLOAD` of
+/// its outermost frame thus read the beneficiary's account next, hit another ESTIMATE and was
+/// suspended a second time, releasing its active task twice: the block hung (the count wrapped
+/// around) or ended while a task still ran (wrong results, "never executed" errors).
+///
+/// A chain of counter increments aborts often; every other transaction pays no tip, and the one
+/// below it pays a lazily credited tip, so when the zero-tip transaction suspends on the aborted
+/// one's counter slot, the beneficiary's account holds an ESTIMATE of the same transaction.
+#[test]
+fn suspension_followed_by_a_beneficiary_read() {
+    let repeat: usize = std::env::var("EMBER_PARALLEL_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    for &spec in &[SpecId::BERLIN, SpecId::LONDON, SpecId::CANCUN] {
+        let mut b = standard(spec, 12);
+        let (tip, no_tip) = if spec.is_enabled_in(SpecId::LONDON) {
+            (10, 7)
+        } else {
+            (10, 0)
+        };
+        for i in 0..24 {
+            b.gas_price = if i % 2 == 0 { tip } else { no_tip };
+            b.call(addr(1 + i % 12), addr(COUNTER_ADDR), U256::ZERO, Vec::new());
+        }
+        let seq = b.sequential();
+        assert!(all_succeeded(seq.as_ref().expect("valid block")));
+        for iteration in 0..repeat {
+            for threads in [2, 3, 5, 8] {
+                for seeded in [true, false] {
+                    let opts = ParallelOptions {
+                        seed_sender_estimates: seeded,
+                        ..ParallelOptions::always_parallel(threads)
+                    };
+                    let what = format!("iteration {iteration}, seeded estimates {seeded}");
+                    let par = b.parallel_labeled(&opts, &what);
+                    assert_same(&seq, &par, &what);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn empty_accounts_and_state_clearing() {
     for &spec in SPECS {
@@ -939,15 +1042,12 @@ fn randomized_blocks_match_sequential() {
                 seed_sender_estimates: fallback,
                 ..ParallelOptions::always_parallel(threads)
             };
-            let par = b.parallel(&opts);
-            assert_same(
-                &seq,
-                &par,
-                &format!(
-                    "seed {seed}, spec {:?}, {threads} threads, fallback {fallback}",
-                    b.cfg.spec
-                ),
+            let what = format!(
+                "seed {seed}, spec {:?}, {threads} threads, fallback {fallback}",
+                b.cfg.spec
             );
+            let par = b.parallel_labeled(&opts, &what);
+            assert_same(&seq, &par, &what);
             if let Ok(p) = &par {
                 if p.stats.fallback.is_none() {
                     parallel_runs += 1;

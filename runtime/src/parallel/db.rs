@@ -107,8 +107,10 @@ pub(crate) struct TxDb<'a, DB> {
     pub(crate) lazy: Option<LazyRecipient>,
     /// Every read, in order.
     pub(crate) reads: Vec<Read>,
-    /// Set when a read suspended the execution (even if revm swallowed the error).
-    pub(crate) suspended: bool,
+    /// The transaction whose ESTIMATE suspended the execution, set even if revm swallowed the
+    /// error. From then on every read fails without consulting the multi-version memory or the
+    /// scheduler: see [`TxDb::check_live`].
+    pub(crate) suspended: Option<TxIdx>,
     /// Set when credits overflowed a balance.
     pub(crate) overflow: Option<Address>,
 }
@@ -125,16 +127,35 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
             lazy_candidate,
             lazy: None,
             reads: Vec::new(),
-            suspended: false,
+            suspended: None,
             overflow: None,
         }
     }
 
+    /// Fails every read of an execution that was already suspended.
+    ///
+    /// revm does not stop at the first database error: an error inside an instruction of the
+    /// outermost frame only halts that frame (`FatalExternalError`), and the handler still runs
+    /// post-execution (refund, caller reimbursement, beneficiary reward) before it looks at the
+    /// stored error. The beneficiary reward loads the beneficiary's account, and that read can
+    /// hit another ESTIMATE. Consulting the scheduler again would register the abandoned
+    /// execution as a dependent a second time and release its active task a second time,
+    /// breaking `num_active_tasks`: either the block never reaches `done` (the count wraps
+    /// around) or it reaches it while another task is still running (the count hits zero
+    /// early), losing that task's validation or execution.
+    fn check_live(&self) -> Result<(), TxDbError> {
+        match self.suspended {
+            Some(blocking) => Err(TxDbError::Suspended(blocking)),
+            None => Ok(()),
+        }
+    }
+
     fn on_blocked(&mut self, Blocked(blocking): Blocked) -> Result<(), TxDbError> {
+        self.check_live()?;
         match self.shared.scheduler.wait_or_suspend(self.tx, blocking) {
             DependencyOutcome::Retry => Ok(()),
             DependencyOutcome::Suspended => {
-                self.suspended = true;
+                self.suspended = Some(blocking);
                 Err(TxDbError::Suspended(blocking))
             }
         }
@@ -159,6 +180,7 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         address: Address,
         value: U256,
     ) -> Result<Option<Option<AccountInfo>>, TxDbError> {
+        self.check_live()?;
         let base = loop {
             match self.shared.mv.read_account_base(&address, self.tx) {
                 Ok(base) => break base,
@@ -184,6 +206,7 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
     type Error = TxDbError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, TxDbError> {
+        self.check_live()?;
         if let Some((candidate, value)) = self.lazy_candidate {
             if candidate == address {
                 self.lazy_candidate = None;
@@ -226,6 +249,7 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
     }
 
     fn storage(&mut self, address: Address, index: StorageKey) -> Result<StorageValue, TxDbError> {
+        self.check_live()?;
         let view = loop {
             match self.shared.mv.read_storage(&address, index, self.tx) {
                 Ok(view) => break view,

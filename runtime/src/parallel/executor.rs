@@ -18,7 +18,8 @@ use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext};
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 type TxResult = Result<ExecutionResult<HaltReason>, BlockError>;
 
@@ -83,6 +84,19 @@ where
     }
 }
 
+/// Debug knob: with `EMBER_PARALLEL_STALL_MS=<ms>` set, a worker that finds no work for that
+/// long while the block is not done prints the scheduler's state (indexes, active tasks, every
+/// transaction's status and dependents) to stderr, once per block. Off by default.
+fn stall_report_after() -> Option<Duration> {
+    static LIMIT: OnceLock<Option<Duration>> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("EMBER_PARALLEL_STALL_MS")
+            .ok()
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 enum Finish {
     Error(BlockError),
     Fallback(FallbackReason),
@@ -110,6 +124,7 @@ struct Executor<'a, DB, P> {
     results: Box<[Mutex<Option<TxResult>>]>,
     no_lazy: Box<[AtomicBool]>,
     hazard: Mutex<Option<FallbackReason>>,
+    stall_reported: AtomicBool,
     executions: AtomicU64,
     reexecutions: AtomicU64,
     validations: AtomicU64,
@@ -153,6 +168,7 @@ where
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
             hazard: Mutex::new(None),
+            stall_reported: AtomicBool::new(false),
             executions: AtomicU64::new(0),
             reexecutions: AtomicU64::new(0),
             validations: AtomicU64::new(0),
@@ -166,6 +182,8 @@ where
     /// A worker's loop.
     fn work(&self) {
         let mut task: Option<Task> = None;
+        let stall = stall_report_after();
+        let mut idle_since = None;
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => self.try_execute(version),
@@ -174,11 +192,28 @@ where
                     let epoch = self.scheduler.idle_epoch();
                     let next = self.scheduler.next_task();
                     if next.is_none() && !self.scheduler.has_indexes_left() {
+                        if let Some(limit) = stall {
+                            self.report_stall(limit, &mut idle_since);
+                        }
                         self.scheduler.wait_for_work(epoch);
+                    } else {
+                        idle_since = None;
                     }
                     next
                 }
             };
+        }
+    }
+
+    /// Prints the scheduler's state once per block when a worker has found no work for
+    /// `limit` (see [`stall_report_after`]).
+    fn report_stall(&self, limit: Duration, idle_since: &mut Option<Instant>) {
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= limit && !self.stall_reported.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "ember parallel: a worker found no work for {limit:?} and the block is not done\n{}",
+                self.scheduler.debug_state()
+            );
         }
     }
 
@@ -226,7 +261,7 @@ where
         self.interpreted_runs
             .fetch_add(evm.stats.interpreted_runs.get(), Ordering::Relaxed);
         let db = &mut evm.inner.ctx.journaled_state.database;
-        if db.suspended {
+        if db.suspended.is_some() {
             return Outcome::Suspended;
         }
         if let Some(address) = db.overflow {
@@ -330,6 +365,16 @@ where
         {
             return Err(Finish::Fallback(reason));
         }
+        if let Some(index) = self.scheduler.first_unexecuted() {
+            return Err(Finish::Error(BlockError::Custom {
+                index,
+                message: format!(
+                    "internal: the parallel scheduler finished with transaction {index} not \
+                     executed\n{}",
+                    self.scheduler.debug_state()
+                ),
+            }));
+        }
         let mut transactions = Vec::with_capacity(self.txs.len());
         let mut cumulative_gas_used = 0u64;
         for (index, slot) in self.results.into_vec().into_iter().enumerate() {
@@ -372,5 +417,97 @@ where
         }
         let changes = changes.finish().map_err(Finish::Error)?;
         Ok((transactions, changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evm::NoNative;
+    use crate::parallel::mvmemory::TxIdx;
+    use revm::bytecode::Bytecode;
+    use revm::database::{CacheDB, EmptyDB};
+    use revm::primitives::Bytes;
+    use revm::state::AccountInfo;
+
+    /// `sstore(0, balance(calldata[0..32]))`
+    const READ_BALANCE: &[u8] = &[0x60, 0x00, 0x35, 0x31, 0x60, 0x00, 0x55, 0x00];
+
+    fn tx(caller: Address, to: Address, value: u64, data: Vec<u8>, gas_limit: u64) -> TxEnv {
+        TxEnv {
+            caller,
+            kind: TxKind::Call(to),
+            value: U256::from(value),
+            data: data.into(),
+            gas_limit,
+            gas_price: 7,
+            chain_id: None,
+            ..TxEnv::default()
+        }
+    }
+
+    /// Regression test for a hang (and, with other tasks running, an early end of the block):
+    /// revm keeps going after a database error in an instruction of the outermost frame and
+    /// reads the beneficiary's account while paying its reward. That read hit a second
+    /// ESTIMATE, and the already suspended execution was registered as a dependent again and
+    /// released its active task a second time.
+    #[test]
+    fn a_suspended_execution_is_not_suspended_again_by_post_execution_reads() {
+        let coinbase = Address::repeat_byte(0xc0);
+        let (a, b, c, reader) = (
+            Address::repeat_byte(0x0a),
+            Address::repeat_byte(0x0b),
+            Address::repeat_byte(0x0c),
+            Address::repeat_byte(0x10),
+        );
+        let mut db = CacheDB::new(EmptyDB::default());
+        for funded in [coinbase, a, c] {
+            db.insert_account_info(
+                funded,
+                AccountInfo {
+                    balance: U256::from(10u64.pow(18)),
+                    ..AccountInfo::default()
+                },
+            );
+        }
+        let code = Bytecode::new_raw(Bytes::from_static(READ_BALANCE));
+        db.insert_account_info(
+            reader,
+            AccountInfo {
+                code_hash: code.hash_slow(),
+                code: Some(code),
+                ..AccountInfo::default()
+            },
+        );
+        // London: the beneficiary is not warmed before execution. A gas price equal to the
+        // base fee: a zero reward, which is paid eagerly, i.e. by reading the beneficiary.
+        let cfg = CfgEnv::new_with_spec(SpecId::LONDON);
+        let block = BlockEnv {
+            beneficiary: coinbase,
+            basefee: 7,
+            gas_limit: 30_000_000,
+            ..BlockEnv::default()
+        };
+        let word = B256::left_padding_from(a.as_slice()).to_vec();
+        let txs = [
+            // Seeded ESTIMATE on the beneficiary's account.
+            tx(coinbase, b, 1, Vec::new(), 21_000),
+            // Seeded ESTIMATE on `a`.
+            tx(a, b, 1, Vec::new(), 21_000),
+            // BALANCE(a) suspends on transaction 1, then the reward reads the beneficiary.
+            tx(c, reader, 0, word, 100_000),
+        ];
+        let opts = ParallelOptions {
+            seed_sender_estimates: true,
+            ..ParallelOptions::always_parallel(2)
+        };
+        let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
+        let version = executor.scheduler.start_execution_for_test(2);
+        assert_eq!(executor.try_execute(version), None);
+        assert_eq!(executor.scheduler.active_tasks(), 0);
+        assert_eq!(executor.scheduler.dependents_of(1), vec![2]);
+        assert_eq!(executor.scheduler.dependents_of(0), Vec::<TxIdx>::new());
+        assert_eq!(executor.scheduler.suspensions.load(Ordering::Relaxed), 1);
+        assert!(!executor.scheduler.done());
     }
 }

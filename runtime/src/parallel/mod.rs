@@ -21,6 +21,10 @@
 //!
 //! Small blocks, and blocks where a hazard is detected, run sequentially; [`ParallelStats`] says
 //! which and why.
+//!
+//! Debugging: with `EMBER_PARALLEL_STALL_MS=<ms>` in the environment, a worker that finds no
+//! work for that long while the block is not done prints the scheduler's state (indexes, active
+//! tasks, every transaction's status and dependents) to stderr.
 
 mod changes;
 mod db;

@@ -135,6 +135,58 @@ impl Scheduler {
         self.wake_idle();
     }
 
+    /// A task handed out by [`Scheduler::next_task`] (or passed on by `finish_*`) ended.
+    ///
+    /// Every task is released exactly once; releasing one twice would wrap the count around
+    /// (the block would never be done) or zero it while a task still runs (the block would be
+    /// done too early). A release without a task is a scheduler bug: stop every worker and
+    /// panic instead of hanging.
+    fn release_task(&self) {
+        let before = self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        if before == 0 {
+            self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+            self.halt();
+            panic!(
+                "Block-STM: more tasks released than handed out\n{}",
+                self.debug_state()
+            );
+        }
+    }
+
+    /// The scheduler's state, for diagnostics: indexes, counters, every transaction's status
+    /// and dependents.
+    pub(crate) fn debug_state(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "block size {}, execution_idx {}, validation_idx {}, num_active_tasks {}, \
+             decrease_cnt {}, done {}, sleepers {}",
+            self.block_size,
+            self.execution_idx.load(Ordering::SeqCst),
+            self.validation_idx.load(Ordering::SeqCst),
+            self.num_active_tasks.load(Ordering::SeqCst),
+            self.decrease_cnt.load(Ordering::SeqCst),
+            self.done(),
+            self.sleepers.load(Ordering::SeqCst),
+        );
+        for (index, tx) in self.txs.iter().enumerate() {
+            let status = *lock(&tx.status);
+            let dependents = lock(&tx.dependents).clone();
+            let _ = write!(out, "\n  tx {index}: {status:?}");
+            if !dependents.is_empty() {
+                let _ = write!(out, ", dependents {dependents:?}");
+            }
+        }
+        out
+    }
+
+    /// The first transaction whose latest incarnation has not executed. `None` is a
+    /// post-condition of [`Scheduler::done`] unless [`Scheduler::halt`] was called.
+    pub(crate) fn first_unexecuted(&self) -> Option<TxIdx> {
+        self.txs
+            .iter()
+            .position(|tx| !matches!(*lock(&tx.status), Status::Executed(_)))
+    }
+
     fn check_done(&self) {
         let observed = self.decrease_cnt.load(Ordering::SeqCst);
         if self
@@ -173,7 +225,7 @@ impl Scheduler {
         let idx = self.execution_idx.fetch_add(1, Ordering::SeqCst);
         let version = self.try_incarnate(idx);
         if version.is_none() {
-            self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+            self.release_task();
         }
         version
     }
@@ -193,7 +245,7 @@ impl Scheduler {
                 });
             }
         }
-        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.release_task();
         None
     }
 
@@ -264,18 +316,44 @@ impl Scheduler {
             return DependencyOutcome::Retry;
         }
         {
+            // Only the worker executing `tx` moves it out of EXECUTING, and a suspended
+            // execution never consults the scheduler again (`TxDb` fails every later read), so
+            // `tx` is EXECUTING here. Anything else would be a second suspension of the same
+            // execution: registering it again would release its task twice.
             let own = &self.txs[tx];
             let mut status = lock(&own.status);
-            if let Status::Executing(incarnation) = *status {
-                *status = Status::Aborting(incarnation);
-            }
+            let Status::Executing(incarnation) = *status else {
+                debug_assert!(false, "tx {tx} suspended twice (status {:?})", *status);
+                return DependencyOutcome::Suspended;
+            };
+            *status = Status::Aborting(incarnation);
             own.changed.notify_all();
         }
         dependents.push(tx);
         drop(dependents);
         self.suspensions.fetch_add(1, Ordering::Relaxed);
-        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.release_task();
         DependencyOutcome::Suspended
+    }
+
+    /// Starts executing `tx` as if [`Scheduler::next_task`] had handed it out.
+    #[cfg(test)]
+    pub(crate) fn start_execution_for_test(&self, tx: TxIdx) -> Version {
+        let version = self
+            .try_incarnate(tx)
+            .expect("transaction ready to execute");
+        self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+        version
+    }
+
+    #[cfg(test)]
+    pub(crate) fn active_tasks(&self) -> usize {
+        self.num_active_tasks.load(Ordering::SeqCst)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn dependents_of(&self, tx: TxIdx) -> Vec<TxIdx> {
+        lock(&self.txs[tx].dependents).clone()
     }
 
     /// ABORTING(i) -> READY_TO_EXECUTE(i + 1).
@@ -306,7 +384,7 @@ impl Scheduler {
                 return Some(Task::Validate(version));
             }
         }
-        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.release_task();
         self.wake_idle();
         None
     }
@@ -332,7 +410,7 @@ impl Scheduler {
                 }
             }
         }
-        self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
+        self.release_task();
         self.wake_idle();
         None
     }
