@@ -9,8 +9,13 @@ pub mod aot;
 pub mod builtins;
 pub mod evm;
 pub mod opcodes;
+pub mod parallel;
 
 pub use abi::{EvmContext, NativeFn};
 pub use aot::{AotError, AotLibrary, HostTarget, Manifest};
 pub use evm::{EmberEvm, ExecStats, FrameRecord, NativeProvider, NoNative};
+pub use parallel::{
+    execute_block, execute_block_sequential, BlockError, BlockOutput, ParallelOptions,
+    ParallelStats,
+};
 pub use revm;

@@ -142,6 +142,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Execute whole blocks (mainnet block directories or synthetic workloads), sequentially
+    /// or in parallel (Block-STM), and check them against their headers.
+    ///
+    /// Checks gasUsed, logsBloom and, from Byzantium on, receiptsRoot (synthetic blocks: every
+    /// transaction succeeds); exits 1 when a block fails. Times exclude loading and compiling.
+    Block {
+        #[command(flatten)]
+        args: BlockArgs,
+    },
     /// Print an AOT library's manifest and entries, and whether this host would load it.
     Inspect {
         /// The library.
@@ -161,6 +170,62 @@ enum Cmd {
         #[arg(long, default_value = "cancun", value_parser = parse_spec)]
         spec: SpecId,
     },
+}
+
+/// Options of `ember block`.
+#[derive(clap::Args)]
+struct BlockArgs {
+    /// Block directories (block.json, pre_state.json, block_hashes.json) or directories of
+    /// them, such as ../shared/mainnet.
+    #[arg(required_unless_present = "synthetic")]
+    dirs: Vec<PathBuf>,
+    /// Execution mode: the interpreter, contracts JIT-compiled before timing, or an AOT
+    /// library (`--lib`).
+    #[arg(long, value_enum, default_value = "interp")]
+    mode: Mode,
+    /// AOT library to load (`--mode aot`; built with `ember compile`).
+    #[arg(long, value_name = "LIB.so")]
+    lib: Option<PathBuf>,
+    /// Worker threads: 1 executes sequentially, more in parallel (default: available cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+    /// Also execute sequentially with the interpreter (untimed) and compare every
+    /// transaction's result and the state changes.
+    #[arg(long)]
+    check: bool,
+    /// Print `{"blocks": [{"number", "gas_used", "ok", "seconds"}], "total": {"gas",
+    /// "seconds", "gas_per_sec"}}` instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// JIT optimisation level (0-3, fast).
+    #[arg(long, default_value = "2")]
+    opt: OptLevel,
+    /// JIT: compile contracts with more gas/stack sections than this in the fast tier.
+    #[arg(long, default_value_t = ember_compiler::jit::DEFAULT_FAST_ABOVE, value_name = "SECTIONS")]
+    fast_above: usize,
+    /// Contract code map to use instead of the bytecodes.json in or next to each block
+    /// directory.
+    #[arg(long, value_name = "FILE")]
+    bytecodes: Option<PathBuf>,
+    /// Synthetic workload(s) instead of block directories (comma-separated or repeated).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        value_delimiter = ',',
+        conflicts_with = "dirs"
+    )]
+    synthetic: Vec<ember_tools::workload::WorkloadKind>,
+    /// Gas of each synthetic block (suffixes k, M, G).
+    #[arg(long, default_value = "100M", value_parser = ember_tools::workload::parse_gas, requires = "synthetic")]
+    gas: u64,
+    /// Timed executions per block; the fastest is reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Execute every block in parallel, even those the heuristics would run sequentially
+    /// (fewer than 8 transactions or 500k gas).
+    #[arg(long)]
+    always_parallel: bool,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -346,6 +411,7 @@ fn check_spec(spec: SpecId) -> Result<(), String> {
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Statetest { args } => cmd_conformance("statetest", args),
+        Cmd::Block { args } => cmd_block(args),
         Cmd::Blocktest { args } => cmd_conformance("blocktest", args),
         Cmd::Run {
             fixture,
@@ -447,6 +513,160 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
+    use ember_tools::block::{self, RunOptions};
+    use ember_tools::workload;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if a.lib.is_some() && a.mode != Mode::Aot {
+        return Err("--lib is only used with --mode aot".into());
+    }
+    if a.mode == Mode::Aot && a.lib.is_none() {
+        return Err("--mode aot needs --lib LIB.so (build one with `ember compile`)".into());
+    }
+    // Informational lines go to stderr under --json (stdout holds only the JSON).
+    let json = a.json;
+    let say = |line: String| -> Result<(), String> {
+        if json {
+            eprintln!("{line}");
+            Ok(())
+        } else {
+            emit(&(line + "\n"))
+        }
+    };
+    let t_load = Instant::now();
+    let blocks = if a.synthetic.is_empty() {
+        block::load_blocks(&a.dirs, a.bytecodes.as_deref())?
+    } else {
+        let mut v = Vec::new();
+        for &kind in &a.synthetic {
+            v.push(workload::block_for_gas(kind, a.gas)?);
+        }
+        v
+    };
+    let txs: usize = blocks.iter().map(|b| b.txs.len()).sum();
+    say(format!(
+        "loaded {} block(s), {txs} transactions, in {:.2} s",
+        blocks.len(),
+        t_load.elapsed().as_secs_f64()
+    ))?;
+    let mut jit = None;
+    let mut aot = None;
+    match a.mode {
+        Mode::Interp => {}
+        Mode::Jit => {
+            let cache = ember_compiler::JitCache::new(a.opt)
+                .map_err(|e| format!("JIT unavailable: {e}"))?
+                .with_fast_above(a.fast_above);
+            let work = block::contract_keys(&blocks);
+            let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let bar = ember_tools::aot::progress_bar(work.len(), !json);
+            let summary =
+                block::compile_contracts(&work, &cache, jobs, &|n| bar.set_position(n as u64));
+            bar.finish_and_clear();
+            let st = cache.stats();
+            say(format!(
+                "jit: {} of {} contract(s) compiled at {:?} in {:.1} s wall ({:.1} s CPU, {} in a \
+                 faster tier by size; not timed){}",
+                summary.compiled,
+                summary.contracts,
+                a.opt,
+                summary.wall.as_secs_f64(),
+                st.compile_time.as_secs_f64(),
+                st.tiered_down,
+                if summary.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} not compiled, run in the interpreter",
+                        summary.failures.len()
+                    )
+                }
+            ))?;
+            for (hash, spec, e) in summary.failures.iter().take(10) {
+                eprintln!("warning: {hash} ({spec}) not compiled: {e}");
+            }
+            jit = Some(cache);
+        }
+        Mode::Aot => {
+            let path = a.lib.as_deref().unwrap_or(std::path::Path::new(""));
+            let lib = ember_runtime::AotLibrary::load(path, &ember_tools::aot::host())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let work = block::contract_keys(&blocks);
+            let covered = work
+                .iter()
+                .filter(|(h, _, spec)| lib.contains(h, *spec))
+                .count();
+            say(format!(
+                "aot: {} ({} functions); {covered} of the blocks' {} (contract, fork) pair(s) are \
+                 in it, the others run in the interpreter",
+                path.display(),
+                lib.len(),
+                work.len()
+            ))?;
+            aot = Some(lib);
+        }
+    }
+    let provider: &(dyn ember_runtime::NativeProvider + Sync) = match (&jit, &aot) {
+        (Some(c), _) => c,
+        (None, Some(l)) => l,
+        (None, None) => &ember_runtime::NoNative,
+    };
+    let mut opts = RunOptions::new(threads);
+    if a.always_parallel {
+        opts.parallel = ember_runtime::parallel::ParallelOptions::always_parallel(threads);
+    }
+    opts.check = a.check;
+    opts.repeat = a.repeat;
+    block::warm_up();
+    if !json {
+        emit(&format!(
+            "mode {:?}, {}{}\n{}\n",
+            a.mode,
+            if threads == 1 {
+                "sequential".to_string()
+            } else {
+                format!("{threads} threads")
+            },
+            if a.repeat > 1 {
+                format!(", fastest of {} runs", a.repeat)
+            } else {
+                String::new()
+            },
+            block::table_header()
+        ))?;
+    }
+    let mut reports = Vec::with_capacity(blocks.len());
+    for b in &blocks {
+        let r = block::run_block(b, provider, &opts);
+        if json {
+            for f in &r.failures {
+                eprintln!("block {}: FAIL {f}", r.name);
+            }
+        } else {
+            emit(&(block::table_row(&r) + "\n"))?;
+        }
+        reports.push(r);
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&block::json_report(&reports))
+            .map_err(|e| e.to_string())?;
+        emit(&(text + "\n"))?;
+    } else {
+        emit(&(block::totals(&reports) + "\n"))?;
+    }
+    let failed = reports.iter().filter(|r| !r.ok()).count();
+    if failed > 0 {
+        eprintln!("error: {failed} of {} block(s) failed", reports.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn label_err(label: &str, e: impl std::fmt::Display) -> String {

@@ -1,0 +1,184 @@
+//! The block's state changes: per-transaction writes folded over the pre-state, in transaction
+//! order, into one deterministic list of account changes.
+
+use super::writes::{apply_credit, AccountWriteKind, Location, TxWrites, WriteValue};
+use super::BlockError;
+use revm::bytecode::Bytecode;
+use revm::database_interface::DatabaseRef;
+use revm::primitives::{Address, Bytes, B256, KECCAK_EMPTY, U256};
+use revm::state::AccountInfo;
+use std::collections::BTreeMap;
+
+/// An account as it stands at the end of the block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountState {
+    /// Balance in wei.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// keccak256 of the code ([`KECCAK_EMPTY`] for none).
+    pub code_hash: B256,
+    /// The code bytes, when the code hash differs from the pre-state's (code deployed in this
+    /// block); `None` otherwise.
+    pub code: Option<Bytes>,
+}
+
+/// How one account changed over the block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountChange {
+    /// The account.
+    pub address: Address,
+    /// The account at the end of the block; `None` when it does not exist then.
+    pub account: Option<AccountState>,
+    /// Some transaction created it (CREATE/CREATE2, or, before Spurious Dragon, a touched
+    /// account that did not exist).
+    pub created: bool,
+    /// Some transaction destroyed it (SELFDESTRUCT, or EIP-161 removal of a touched empty
+    /// account).
+    pub destroyed: bool,
+    /// Storage slots, sorted. When [`AccountChange::storage_cleared`], the pre-state storage is
+    /// gone and these are every non-zero slot written after the last wipe; otherwise every slot
+    /// whose final value differs from the pre-state's.
+    pub storage: Vec<(U256, U256)>,
+}
+
+impl AccountChange {
+    /// Whether the account's pre-state storage was wiped during the block (created or destroyed
+    /// at some point).
+    pub fn storage_cleared(&self) -> bool {
+        self.created || self.destroyed
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Latest written state; `None` while only the pre-state is known.
+    info: Option<Option<AccountInfo>>,
+    created: bool,
+    destroyed: bool,
+    storage_reset: bool,
+    slots: BTreeMap<U256, U256>,
+}
+
+/// Folds transaction writes, in order, over a pre-state.
+pub(crate) struct ChangeSet<'a, DB> {
+    db: &'a DB,
+    accounts: BTreeMap<Address, Pending>,
+}
+
+/// Why a fold failed.
+pub(crate) enum FoldError {
+    /// A lazy credit overflowed the balance.
+    Overflow(Address),
+    /// The pre-state database failed.
+    Db(String),
+}
+
+impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
+    pub(crate) fn new(db: &'a DB) -> Self {
+        Self {
+            db,
+            accounts: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one transaction's writes.
+    pub(crate) fn apply(&mut self, writes: &TxWrites) -> Result<(), FoldError> {
+        for (location, value) in &writes.entries {
+            let pending = self.accounts.entry(*location.address()).or_default();
+            match (location, value) {
+                (Location::Account(_), WriteValue::Account(info, kind)) => {
+                    pending.info = Some(info.clone());
+                    match kind {
+                        AccountWriteKind::Created => pending.created = true,
+                        AccountWriteKind::Destroyed => pending.destroyed = true,
+                        AccountWriteKind::Changed => {}
+                    }
+                }
+                (Location::Account(address), WriteValue::Credit(amount)) => {
+                    let current = match pending.info.take() {
+                        Some(info) => info,
+                        None => self
+                            .db
+                            .basic_ref(*address)
+                            .map_err(|e| FoldError::Db(e.to_string()))?,
+                    };
+                    let credited = apply_credit(current, *amount);
+                    if credited.is_none() {
+                        return Err(FoldError::Overflow(*address));
+                    }
+                    pending.info = Some(credited);
+                }
+                (Location::StorageReset(_), _) => {
+                    pending.storage_reset = true;
+                    pending.slots.clear();
+                }
+                (Location::Storage(_, slot), WriteValue::Storage(v)) => {
+                    pending.slots.insert(*slot, *v);
+                }
+                // The extraction never pairs other locations and values.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The block's account changes, sorted by address. Accounts whose final state equals the
+    /// pre-state (and were neither created nor destroyed) are left out.
+    pub(crate) fn finish(self) -> Result<Vec<AccountChange>, BlockError> {
+        let db_err = |e: DB::Error| BlockError::State {
+            message: e.to_string(),
+        };
+        let mut out = Vec::with_capacity(self.accounts.len());
+        for (address, pending) in self.accounts {
+            let pre = self.db.basic_ref(address).map_err(db_err)?;
+            let info = match pending.info {
+                Some(info) => info,
+                None => pre.clone(),
+            };
+            let mut storage = Vec::new();
+            for (slot, value) in pending.slots {
+                let unchanged = if pending.storage_reset {
+                    value.is_zero()
+                } else {
+                    value == self.db.storage_ref(address, slot).map_err(db_err)?
+                };
+                if !unchanged {
+                    storage.push((slot, value));
+                }
+            }
+            if info == pre && !pending.created && !pending.destroyed && storage.is_empty() {
+                continue;
+            }
+            let account = match info {
+                None => None,
+                Some(info) => {
+                    let pre_hash = pre.as_ref().map_or(KECCAK_EMPTY, |p| p.code_hash);
+                    let code = if info.code_hash != pre_hash && info.code_hash != KECCAK_EMPTY {
+                        let code = match info.code {
+                            Some(code) => code,
+                            None => self.db.code_by_hash_ref(info.code_hash).map_err(db_err)?,
+                        };
+                        Some(Bytecode::original_bytes(&code))
+                    } else {
+                        None
+                    };
+                    Some(AccountState {
+                        balance: info.balance,
+                        nonce: info.nonce,
+                        code_hash: info.code_hash,
+                        code,
+                    })
+                }
+            };
+            out.push(AccountChange {
+                address,
+                account,
+                created: pending.created,
+                destroyed: pending.destroyed,
+                storage,
+            });
+        }
+        Ok(out)
+    }
+}

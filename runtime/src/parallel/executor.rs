@@ -1,0 +1,513 @@
+//! The parallel executor: worker threads taking tasks from the [`Scheduler`], executing
+//! transactions against the [`MvMemory`] and validating their reads.
+
+use super::changes::{ChangeSet, FoldError};
+use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError};
+use super::handler::LazyRewardHandler;
+use super::mvmemory::{MvMemory, Read, Version};
+use super::scheduler::{Scheduler, Task};
+use super::writes::{extract_writes, Location, TxWrites, WriteValue};
+use super::{
+    sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
+};
+use crate::evm::{EmberEvm, NativeProvider};
+use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
+use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
+use revm::database_interface::DatabaseRef;
+use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext};
+use revm::precompile::{PrecompileSpecId, Precompiles};
+use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+type TxResult = Result<ExecutionResult<HaltReason>, BlockError>;
+
+/// Executes a block's transactions in parallel (Block-STM) on top of the read-only pre-state
+/// `db`, every transaction through [`EmberEvm`] with native code from `provider`.
+///
+/// The result is identical to [`execute_block_sequential`](super::execute_block_sequential)'s:
+/// the same per-transaction results and cumulative gas, the same state changes, and for a block
+/// with an invalid transaction the same error (the first invalid transaction's). Blocks that
+/// the heuristics of [`ParallelOptions`] deem too small, or where a hazard is detected, run
+/// sequentially; [`ParallelStats::fallback`] says why.
+pub fn execute_block<DB, P>(
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[TxEnv],
+    db: &DB,
+    provider: &P,
+    opts: &ParallelOptions,
+) -> Result<BlockOutput, BlockError>
+where
+    DB: DatabaseRef + Sync,
+    P: NativeProvider + Sync,
+{
+    let threads = opts.threads.min(txs.len());
+    let gas: u64 = txs.iter().map(|t| t.gas_limit).fold(0, u64::saturating_add);
+    let reason = if opts.threads < 2 {
+        Some(FallbackReason::SingleThread)
+    } else if txs.len() < opts.min_transactions.max(2) {
+        Some(FallbackReason::TooFewTransactions {
+            transactions: txs.len(),
+        })
+    } else if gas < opts.min_gas {
+        Some(FallbackReason::TooLittleGas { gas })
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return sequential::run(cfg, block, txs, db, provider, reason);
+    }
+    let executor = Executor::new(cfg, block, txs, db, provider, opts);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| executor.work());
+        }
+    });
+    let mut stats = executor.stats(threads);
+    match executor.finish() {
+        Ok((transactions, changes)) => Ok(BlockOutput {
+            transactions,
+            changes,
+            stats,
+        }),
+        Err(Finish::Error(e)) => Err(e),
+        Err(Finish::Fallback(reason)) => {
+            let mut output = sequential::run(cfg, block, txs, db, provider, reason)?;
+            stats.fallback = output.stats.fallback.take();
+            stats.native_runs += output.stats.native_runs;
+            stats.interpreted_runs += output.stats.interpreted_runs;
+            output.stats = stats;
+            Ok(output)
+        }
+    }
+}
+
+/// Debug knob: with `EMBER_PARALLEL_STALL_MS=<ms>` set, a worker that finds no work for that
+/// long while the block is not done prints the scheduler's state (indexes, active tasks, every
+/// transaction's status and dependents) to stderr, once per block. Off by default.
+fn stall_report_after() -> Option<Duration> {
+    static LIMIT: OnceLock<Option<Duration>> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("EMBER_PARALLEL_STALL_MS")
+            .ok()
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis)
+    })
+}
+
+enum Finish {
+    Error(BlockError),
+    Fallback(FallbackReason),
+}
+
+/// What one execution produced.
+enum Outcome {
+    Done(Vec<Read>, TxWrites, TxResult),
+    Suspended,
+    LazyMisuse,
+    Hazard(FallbackReason),
+}
+
+struct Executor<'a, DB, P> {
+    cfg: &'a CfgEnv,
+    block: &'a BlockEnv,
+    txs: &'a [TxEnv],
+    db: &'a DB,
+    provider: &'a P,
+    opts: &'a ParallelOptions,
+    precompiles: &'static Precompiles,
+    mv: MvMemory,
+    scheduler: Scheduler,
+    codes: CodeCache,
+    results: Box<[Mutex<Option<TxResult>>]>,
+    no_lazy: Box<[AtomicBool]>,
+    hazard: Mutex<Option<FallbackReason>>,
+    stall_reported: AtomicBool,
+    executions: AtomicU64,
+    reexecutions: AtomicU64,
+    validations: AtomicU64,
+    validation_failures: AtomicU64,
+    lazy_retries: AtomicU64,
+    native_runs: AtomicU64,
+    interpreted_runs: AtomicU64,
+}
+
+impl<'a, DB, P> Executor<'a, DB, P>
+where
+    DB: DatabaseRef + Sync,
+    P: NativeProvider + Sync,
+{
+    fn new(
+        cfg: &'a CfgEnv,
+        block: &'a BlockEnv,
+        txs: &'a [TxEnv],
+        db: &'a DB,
+        provider: &'a P,
+        opts: &'a ParallelOptions,
+    ) -> Self {
+        let n = txs.len();
+        let mv = MvMemory::new(n, 64);
+        if opts.seed_sender_estimates {
+            for (index, tx) in txs.iter().enumerate() {
+                mv.seed_estimate(index, Location::Account(tx.caller));
+            }
+        }
+        Self {
+            cfg,
+            block,
+            txs,
+            db,
+            provider,
+            opts,
+            precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec)),
+            mv,
+            scheduler: Scheduler::new(n),
+            codes: CodeCache::new(),
+            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            hazard: Mutex::new(None),
+            stall_reported: AtomicBool::new(false),
+            executions: AtomicU64::new(0),
+            reexecutions: AtomicU64::new(0),
+            validations: AtomicU64::new(0),
+            validation_failures: AtomicU64::new(0),
+            lazy_retries: AtomicU64::new(0),
+            native_runs: AtomicU64::new(0),
+            interpreted_runs: AtomicU64::new(0),
+        }
+    }
+
+    /// A worker's loop.
+    fn work(&self) {
+        let mut task: Option<Task> = None;
+        let stall = stall_report_after();
+        let mut idle_since = None;
+        while !self.scheduler.done() {
+            task = match task {
+                Some(Task::Execute(version)) => self.try_execute(version),
+                Some(Task::Validate(version)) => self.validate(version),
+                None => {
+                    let epoch = self.scheduler.idle_epoch();
+                    let next = self.scheduler.next_task();
+                    if next.is_none() && !self.scheduler.has_indexes_left() {
+                        if let Some(limit) = stall {
+                            self.report_stall(limit, &mut idle_since);
+                        }
+                        self.scheduler.wait_for_work(epoch);
+                    } else {
+                        idle_since = None;
+                    }
+                    next
+                }
+            };
+        }
+    }
+
+    /// Prints the scheduler's state once per block when a worker has found no work for
+    /// `limit` (see [`stall_report_after`]).
+    fn report_stall(&self, limit: Duration, idle_since: &mut Option<Instant>) {
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= limit && !self.stall_reported.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "ember parallel: a worker found no work for {limit:?} and the block is not done\n{}",
+                self.scheduler.debug_state()
+            );
+        }
+    }
+
+    /// The recipient whose balance a plain transfer may credit lazily.
+    fn lazy_candidate(&self, index: usize) -> Option<(Address, U256)> {
+        let tx = &self.txs[index];
+        if !self.opts.lazy_transfers || self.no_lazy[index].load(Ordering::Relaxed) {
+            return None;
+        }
+        let TxKind::Call(to) = tx.kind else {
+            return None;
+        };
+        let eligible = !tx.value.is_zero()
+            && to != tx.caller
+            && to != self.block.beneficiary
+            && !self.cfg.spec.is_enabled_in(SpecId::AMSTERDAM)
+            && tx.authorization_list.is_empty()
+            && !self.precompiles.contains(&to);
+        eligible.then_some((to, tx.value))
+    }
+
+    fn execute(&self, version: Version) -> Outcome {
+        let index = version.tx;
+        let tx = &self.txs[index];
+        let shared = Shared {
+            db: self.db,
+            mv: &self.mv,
+            scheduler: &self.scheduler,
+            codes: &self.codes,
+        };
+        let db = TxDb::new(&shared, index, self.lazy_candidate(index));
+        let ctx = Context::mainnet()
+            .with_block(self.block.clone())
+            .with_tx(tx.clone())
+            .with_cfg(self.cfg.clone())
+            .with_db(db);
+        let mut evm = EmberEvm::new(ctx.build_mainnet(), self.provider);
+        let mut handler = LazyRewardHandler::<_, EVMError<TxDbError, InvalidTransaction>, _>::new(
+            self.opts.lazy_beneficiary,
+        );
+        let result = handler.run(&mut evm);
+        let state = evm.finalize();
+        self.native_runs
+            .fetch_add(evm.stats.native_runs.get(), Ordering::Relaxed);
+        self.interpreted_runs
+            .fetch_add(evm.stats.interpreted_runs.get(), Ordering::Relaxed);
+        let db = &mut evm.inner.ctx.journaled_state.database;
+        if db.suspended.is_some() {
+            return Outcome::Suspended;
+        }
+        if let Some(address) = db.overflow {
+            return Outcome::Hazard(FallbackReason::BalanceOverflow(address));
+        }
+        let reads = std::mem::take(&mut db.reads);
+        let lazy = db.lazy.take();
+        match result {
+            Ok(result) => {
+                let credits: Vec<(Address, U256)> = handler.credit.get().into_iter().collect();
+                match extract_writes(&state, &credits, lazy.as_ref()) {
+                    Ok(writes) => Outcome::Done(reads, writes, Ok(result)),
+                    Err(_) => Outcome::LazyMisuse,
+                }
+            }
+            Err(error) => Outcome::Done(
+                reads,
+                TxWrites::default(),
+                Err(BlockError::from_evm(index, error, |e| e.to_string())),
+            ),
+        }
+    }
+
+    fn try_execute(&self, version: Version) -> Option<Task> {
+        loop {
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            if version.incarnation > 0 {
+                self.reexecutions.fetch_add(1, Ordering::Relaxed);
+            }
+            match self.execute(version) {
+                Outcome::Done(reads, writes, result) => {
+                    for (_, value) in &writes.entries {
+                        if let WriteValue::Account(Some(info), _) = value {
+                            if let Some(code) = &info.code {
+                                if info.code_hash != KECCAK_EMPTY {
+                                    self.codes.insert(info.code_hash, code.clone());
+                                }
+                            }
+                        }
+                    }
+                    *self.results[version.tx]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(result);
+                    let wrote_new_path = self.mv.record(version, reads, writes);
+                    return self.scheduler.finish_execution(version, wrote_new_path);
+                }
+                Outcome::Suspended => return None,
+                Outcome::LazyMisuse => {
+                    self.no_lazy[version.tx].store(true, Ordering::Relaxed);
+                    self.lazy_retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Hazard(reason) => {
+                    let mut hazard = self.hazard.lock().unwrap_or_else(PoisonError::into_inner);
+                    hazard.get_or_insert(reason);
+                    self.scheduler.halt();
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn pre_code_hash(&self, address: &Address) -> Option<B256> {
+        pre_account(self.db, &self.codes, *address)
+            .ok()
+            .map(|info| info.map_or(KECCAK_EMPTY, |i| i.code_hash))
+    }
+
+    fn validate(&self, version: Version) -> Option<Task> {
+        self.validations.fetch_add(1, Ordering::Relaxed);
+        let valid = self.mv.validate(version.tx, |a| self.pre_code_hash(a));
+        let aborted = !valid && self.scheduler.try_validation_abort(version);
+        if aborted {
+            self.validation_failures.fetch_add(1, Ordering::Relaxed);
+            self.mv.convert_writes_to_estimates(version.tx);
+        }
+        self.scheduler.finish_validation(version.tx, aborted)
+    }
+
+    fn stats(&self, threads: usize) -> ParallelStats {
+        ParallelStats {
+            threads,
+            fallback: None,
+            executions: self.executions.load(Ordering::Relaxed),
+            reexecutions: self.reexecutions.load(Ordering::Relaxed),
+            validations: self.validations.load(Ordering::Relaxed),
+            validation_failures: self.validation_failures.load(Ordering::Relaxed),
+            dependency_waits: self.scheduler.waits.load(Ordering::Relaxed),
+            dependency_suspensions: self.scheduler.suspensions.load(Ordering::Relaxed),
+            lazy_retries: self.lazy_retries.load(Ordering::Relaxed),
+            native_runs: self.native_runs.load(Ordering::Relaxed),
+            interpreted_runs: self.interpreted_runs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Collects the committed results and folds the writes into the block's changes.
+    fn finish(self) -> Result<(Vec<TxOutput>, Vec<super::AccountChange>), Finish> {
+        if let Some(reason) = self
+            .hazard
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(Finish::Fallback(reason));
+        }
+        if let Some(index) = self.scheduler.first_unexecuted() {
+            return Err(Finish::Error(BlockError::Custom {
+                index,
+                message: format!(
+                    "internal: the parallel scheduler finished with transaction {index} not \
+                     executed\n{}",
+                    self.scheduler.debug_state()
+                ),
+            }));
+        }
+        let mut transactions = Vec::with_capacity(self.txs.len());
+        let mut cumulative_gas_used = 0u64;
+        for (index, slot) in self.results.into_vec().into_iter().enumerate() {
+            match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                Some(Ok(result)) => {
+                    cumulative_gas_used = cumulative_gas_used.saturating_add(result.tx_gas_used());
+                    transactions.push(TxOutput {
+                        result,
+                        cumulative_gas_used,
+                    });
+                }
+                Some(Err(error)) => return Err(Finish::Error(error)),
+                None => {
+                    return Err(Finish::Error(BlockError::Custom {
+                        index,
+                        message: "internal: transaction was never executed".to_string(),
+                    }))
+                }
+            }
+        }
+        let mut wipes: HashMap<Address, usize> = HashMap::default();
+        let mut changes = ChangeSet::new(self.db);
+        for (index, _) in self.txs.iter().enumerate() {
+            let writes = self.mv.writes(index);
+            if self.opts.fallback_on_repeated_wipe {
+                for (location, _) in &writes.entries {
+                    if let Location::StorageReset(address) = location {
+                        let count = wipes.entry(*address).or_default();
+                        *count += 1;
+                        if *count > 1 {
+                            return Err(Finish::Fallback(FallbackReason::RepeatedWipe(*address)));
+                        }
+                    }
+                }
+            }
+            changes.apply(&writes).map_err(|e| match e {
+                FoldError::Overflow(a) => Finish::Fallback(FallbackReason::BalanceOverflow(a)),
+                FoldError::Db(message) => Finish::Error(BlockError::State { message }),
+            })?;
+        }
+        let changes = changes.finish().map_err(Finish::Error)?;
+        Ok((transactions, changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evm::NoNative;
+    use crate::parallel::mvmemory::TxIdx;
+    use revm::bytecode::Bytecode;
+    use revm::database::{CacheDB, EmptyDB};
+    use revm::primitives::Bytes;
+    use revm::state::AccountInfo;
+
+    /// `sstore(0, balance(calldata[0..32]))`
+    const READ_BALANCE: &[u8] = &[0x60, 0x00, 0x35, 0x31, 0x60, 0x00, 0x55, 0x00];
+
+    fn tx(caller: Address, to: Address, value: u64, data: Vec<u8>, gas_limit: u64) -> TxEnv {
+        TxEnv {
+            caller,
+            kind: TxKind::Call(to),
+            value: U256::from(value),
+            data: data.into(),
+            gas_limit,
+            gas_price: 7,
+            chain_id: None,
+            ..TxEnv::default()
+        }
+    }
+
+    /// Regression test for a hang (and, with other tasks running, an early end of the block):
+    /// revm keeps going after a database error in an instruction of the outermost frame and
+    /// reads the beneficiary's account while paying its reward. That read hit a second
+    /// ESTIMATE, and the already suspended execution was registered as a dependent again and
+    /// released its active task a second time.
+    #[test]
+    fn a_suspended_execution_is_not_suspended_again_by_post_execution_reads() {
+        let coinbase = Address::repeat_byte(0xc0);
+        let (a, b, c, reader) = (
+            Address::repeat_byte(0x0a),
+            Address::repeat_byte(0x0b),
+            Address::repeat_byte(0x0c),
+            Address::repeat_byte(0x10),
+        );
+        let mut db = CacheDB::new(EmptyDB::default());
+        for funded in [coinbase, a, c] {
+            db.insert_account_info(
+                funded,
+                AccountInfo {
+                    balance: U256::from(10u64.pow(18)),
+                    ..AccountInfo::default()
+                },
+            );
+        }
+        let code = Bytecode::new_raw(Bytes::from_static(READ_BALANCE));
+        db.insert_account_info(
+            reader,
+            AccountInfo {
+                code_hash: code.hash_slow(),
+                code: Some(code),
+                ..AccountInfo::default()
+            },
+        );
+        // London: the beneficiary is not warmed before execution. A gas price equal to the
+        // base fee: a zero reward, which is paid eagerly, i.e. by reading the beneficiary.
+        let cfg = CfgEnv::new_with_spec(SpecId::LONDON);
+        let block = BlockEnv {
+            beneficiary: coinbase,
+            basefee: 7,
+            gas_limit: 30_000_000,
+            ..BlockEnv::default()
+        };
+        let word = B256::left_padding_from(a.as_slice()).to_vec();
+        let txs = [
+            // Seeded ESTIMATE on the beneficiary's account.
+            tx(coinbase, b, 1, Vec::new(), 21_000),
+            // Seeded ESTIMATE on `a`.
+            tx(a, b, 1, Vec::new(), 21_000),
+            // BALANCE(a) suspends on transaction 1, then the reward reads the beneficiary.
+            tx(c, reader, 0, word, 100_000),
+        ];
+        let opts = ParallelOptions {
+            seed_sender_estimates: true,
+            ..ParallelOptions::always_parallel(2)
+        };
+        let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
+        let version = executor.scheduler.start_execution_for_test(2);
+        assert_eq!(executor.try_execute(version), None);
+        assert_eq!(executor.scheduler.active_tasks(), 0);
+        assert_eq!(executor.scheduler.dependents_of(1), vec![2]);
+        assert_eq!(executor.scheduler.dependents_of(0), Vec::<TxIdx>::new());
+        assert_eq!(executor.scheduler.suspensions.load(Ordering::Relaxed), 1);
+        assert!(!executor.scheduler.done());
+    }
+}

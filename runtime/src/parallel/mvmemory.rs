@@ -1,0 +1,494 @@
+//! Multi-version memory: for every location, the value each transaction (incarnation) wrote,
+//! or an ESTIMATE marker where an aborted transaction is expected to write again.
+//!
+//! Reads by transaction `j` see the highest writer below `j`. An account read resolves lazy
+//! credits: it walks down through every credit to the last full write (or the pre-state) and
+//! records all of them, so the reader depends on every earlier writer, exactly as sequential
+//! execution would see the balance.
+
+use super::writes::{Location, TxWrites, WriteValue};
+use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
+use revm::state::AccountInfo;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// A transaction's position in the block.
+pub(crate) type TxIdx = usize;
+/// How many times a transaction was (re-)executed before this execution.
+pub(crate) type Incarnation = usize;
+
+/// One execution of one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub(crate) tx: TxIdx,
+    pub(crate) incarnation: Incarnation,
+}
+
+/// A read hit an ESTIMATE written by this transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocked(pub(crate) TxIdx);
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Data(Incarnation, WriteValue),
+    Estimate,
+}
+
+/// Where the base of an account read came from.
+#[derive(Clone, Debug)]
+pub(crate) enum AccountBase {
+    /// No full write below the reader: the pre-state.
+    PreState,
+    /// A full write.
+    Written(Version, Option<AccountInfo>),
+}
+
+impl AccountBase {
+    fn version(&self) -> Option<Version> {
+        match self {
+            AccountBase::PreState => None,
+            AccountBase::Written(v, _) => Some(*v),
+        }
+    }
+}
+
+/// An account as seen by a reader: a base plus the credits above it, lowest first.
+#[derive(Clone, Debug)]
+pub(crate) struct AccountView {
+    pub(crate) base: AccountBase,
+    pub(crate) credits: Vec<(Version, U256)>,
+}
+
+/// A storage slot as seen by a reader.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StorageView {
+    /// Highest write of the slot below the reader.
+    pub(crate) written: Option<(Version, U256)>,
+    /// Highest storage wipe of the account below the reader.
+    pub(crate) reset: Option<Version>,
+}
+
+impl StorageView {
+    /// The value, or `None` when it comes from the pre-state.
+    pub(crate) fn value(&self) -> Option<U256> {
+        match (self.written, self.reset) {
+            (Some((w, v)), Some(r)) if w.tx >= r.tx => Some(v),
+            (_, Some(_)) => Some(U256::ZERO),
+            (Some((_, v)), None) => Some(v),
+            (None, None) => None,
+        }
+    }
+}
+
+/// One read of a transaction's execution, with what it depended on.
+#[derive(Clone, Debug)]
+pub(crate) enum Read {
+    /// An exact account read: its base and every credit applied over it.
+    Account {
+        address: Address,
+        base: Option<Version>,
+        credits: Vec<Version>,
+    },
+    /// A lazy recipient read: only the code hash mattered.
+    AccountCode { address: Address, code_hash: B256 },
+    /// A storage read.
+    Storage {
+        address: Address,
+        slot: U256,
+        written: Option<Version>,
+        reset: Option<Version>,
+    },
+}
+
+#[derive(Default)]
+struct TxRecord {
+    reads: Arc<Vec<Read>>,
+    writes: Arc<TxWrites>,
+    locations: Arc<Vec<Location>>,
+}
+
+type Shard = HashMap<Location, BTreeMap<TxIdx, Entry>>;
+
+/// The multi-version memory of one block.
+pub(crate) struct MvMemory {
+    shards: Box<[Mutex<Shard>]>,
+    records: Box<[Mutex<TxRecord>]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another worker panicked; the data is still consistent for
+    // reading, and the panic is propagated by the thread scope.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MvMemory {
+    pub(crate) fn new(block_size: usize, shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            records: (0..block_size).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, address: &Address) -> MutexGuard<'_, Shard> {
+        let b = address.0 .0;
+        let mut h = 0xcbf2_9ce4_8422_2325_u64;
+        for byte in b {
+            h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        lock(&self.shards[(h % self.shards.len() as u64) as usize])
+    }
+
+    /// Marks `location` as ESTIMATE for `tx` before it first runs: a transaction known to write
+    /// there (its sender's account) makes later readers wait for it instead of reading a stale
+    /// value and failing validation. The marker is a write of the transaction, so its first
+    /// recorded execution replaces or removes it.
+    pub(crate) fn seed_estimate(&self, tx: TxIdx, location: Location) {
+        self.shard(location.address())
+            .entry(location)
+            .or_default()
+            .insert(tx, Entry::Estimate);
+        let mut record = lock(&self.records[tx]);
+        let mut locations = record.locations.as_ref().clone();
+        if !locations.contains(&location) {
+            locations.push(location);
+        }
+        record.locations = Arc::new(locations);
+    }
+
+    /// Records an execution's reads and writes; returns whether it wrote a location the previous
+    /// incarnation did not.
+    pub(crate) fn record(&self, version: Version, reads: Vec<Read>, writes: TxWrites) -> bool {
+        let tx = version.tx;
+        let previous = Arc::clone(&lock(&self.records[tx]).locations);
+        let locations: Vec<Location> = writes.entries.iter().map(|(l, _)| *l).collect();
+        for (location, value) in &writes.entries {
+            self.shard(location.address())
+                .entry(*location)
+                .or_default()
+                .insert(tx, Entry::Data(version.incarnation, value.clone()));
+        }
+        let wrote_new = if previous.is_empty() {
+            !locations.is_empty()
+        } else {
+            let new_set: HashSet<&Location> = locations.iter().collect();
+            for stale in previous.iter().filter(|l| !new_set.contains(l)) {
+                if let Some(map) = self.shard(stale.address()).get_mut(stale) {
+                    map.remove(&tx);
+                }
+            }
+            let old_set: HashSet<&Location> = previous.iter().collect();
+            locations.iter().any(|l| !old_set.contains(l))
+        };
+        *lock(&self.records[tx]) = TxRecord {
+            reads: Arc::new(reads),
+            writes: Arc::new(writes),
+            locations: Arc::new(locations),
+        };
+        wrote_new
+    }
+
+    /// Marks every location the transaction's last execution wrote as ESTIMATE.
+    pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
+        let locations = Arc::clone(&lock(&self.records[tx]).locations);
+        for location in locations.iter() {
+            if let Some(map) = self.shard(location.address()).get_mut(location) {
+                map.insert(tx, Entry::Estimate);
+            }
+        }
+    }
+
+    /// The writes of the transaction's last execution.
+    pub(crate) fn writes(&self, tx: TxIdx) -> Arc<TxWrites> {
+        Arc::clone(&lock(&self.records[tx]).writes)
+    }
+
+    /// An account as transaction `tx` sees it: exact, with every credit below it.
+    pub(crate) fn read_account(
+        &self,
+        address: &Address,
+        tx: TxIdx,
+    ) -> Result<AccountView, Blocked> {
+        let shard = self.shard(address);
+        let mut credits = Vec::new();
+        let mut base = AccountBase::PreState;
+        if let Some(map) = shard.get(&Location::Account(*address)) {
+            for (idx, entry) in map.range(..tx).rev() {
+                match entry {
+                    Entry::Estimate => return Err(Blocked(*idx)),
+                    Entry::Data(inc, WriteValue::Credit(amount)) => {
+                        credits.push((version(*idx, *inc), *amount));
+                    }
+                    Entry::Data(inc, WriteValue::Account(info, _)) => {
+                        base = AccountBase::Written(version(*idx, *inc), info.clone());
+                        break;
+                    }
+                    Entry::Data(..) => {}
+                }
+            }
+        }
+        credits.reverse();
+        Ok(AccountView { base, credits })
+    }
+
+    /// The last full write of an account below `tx`, skipping credits (a lazy read).
+    pub(crate) fn read_account_base(
+        &self,
+        address: &Address,
+        tx: TxIdx,
+    ) -> Result<AccountBase, Blocked> {
+        let shard = self.shard(address);
+        if let Some(map) = shard.get(&Location::Account(*address)) {
+            for (idx, entry) in map.range(..tx).rev() {
+                match entry {
+                    Entry::Estimate => return Err(Blocked(*idx)),
+                    Entry::Data(inc, WriteValue::Account(info, _)) => {
+                        return Ok(AccountBase::Written(version(*idx, *inc), info.clone()));
+                    }
+                    Entry::Data(..) => {}
+                }
+            }
+        }
+        Ok(AccountBase::PreState)
+    }
+
+    /// A storage slot as transaction `tx` sees it.
+    pub(crate) fn read_storage(
+        &self,
+        address: &Address,
+        slot: U256,
+        tx: TxIdx,
+    ) -> Result<StorageView, Blocked> {
+        let shard = self.shard(address);
+        let latest = |location: Location| -> Result<Option<(Version, Option<U256>)>, Blocked> {
+            let Some((idx, entry)) = shard.get(&location).and_then(|m| m.range(..tx).next_back())
+            else {
+                return Ok(None);
+            };
+            match entry {
+                Entry::Estimate => Err(Blocked(*idx)),
+                Entry::Data(inc, WriteValue::Storage(v)) => {
+                    Ok(Some((version(*idx, *inc), Some(*v))))
+                }
+                Entry::Data(inc, _) => Ok(Some((version(*idx, *inc), None))),
+            }
+        };
+        let written = latest(Location::Storage(*address, slot))?
+            .map(|(v, value)| (v, value.unwrap_or_default()));
+        let reset = latest(Location::StorageReset(*address))?.map(|(v, _)| v);
+        Ok(StorageView { written, reset })
+    }
+
+    /// Whether every read of the transaction's last execution would read the same now.
+    /// `pre_code_hash` gives an account's code hash in the pre-state (`None` on a database
+    /// error, which fails the validation).
+    pub(crate) fn validate(
+        &self,
+        tx: TxIdx,
+        pre_code_hash: impl Fn(&Address) -> Option<B256>,
+    ) -> bool {
+        let reads = Arc::clone(&lock(&self.records[tx]).reads);
+        reads.iter().all(|read| match read {
+            Read::Account {
+                address,
+                base,
+                credits,
+            } => match self.read_account(address, tx) {
+                Ok(view) => {
+                    view.base.version() == *base
+                        && view.credits.len() == credits.len()
+                        && view.credits.iter().zip(credits).all(|((v, _), c)| v == c)
+                }
+                Err(Blocked(_)) => false,
+            },
+            Read::AccountCode { address, code_hash } => {
+                let now = match self.read_account_base(address, tx) {
+                    Ok(AccountBase::Written(_, info)) => {
+                        Some(info.map_or(KECCAK_EMPTY, |i| i.code_hash))
+                    }
+                    Ok(AccountBase::PreState) => pre_code_hash(address),
+                    Err(Blocked(_)) => None,
+                };
+                now == Some(*code_hash)
+            }
+            Read::Storage {
+                address,
+                slot,
+                written,
+                reset,
+            } => match self.read_storage(address, *slot, tx) {
+                Ok(view) => view.written.map(|(v, _)| v) == *written && view.reset == *reset,
+                Err(Blocked(_)) => false,
+            },
+        })
+    }
+}
+
+fn version(tx: TxIdx, incarnation: Incarnation) -> Version {
+    Version { tx, incarnation }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::writes::AccountWriteKind;
+
+    fn a(n: u8) -> Address {
+        Address::with_last_byte(n)
+    }
+
+    fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
+        Version { tx, incarnation }
+    }
+
+    fn writes(entries: Vec<(Location, WriteValue)>) -> TxWrites {
+        TxWrites { entries }
+    }
+
+    fn account(balance: u64) -> WriteValue {
+        WriteValue::Account(
+            Some(AccountInfo {
+                balance: U256::from(balance),
+                ..AccountInfo::default()
+            }),
+            AccountWriteKind::Changed,
+        )
+    }
+
+    #[test]
+    fn account_reads_walk_credits_down_to_the_last_full_write() {
+        let mv = MvMemory::new(6, 4);
+        let loc = Location::Account(a(1));
+        mv.record(v(0, 0), vec![], writes(vec![(loc, account(100))]));
+        mv.record(
+            v(2, 0),
+            vec![],
+            writes(vec![(loc, WriteValue::Credit(U256::from(5)))]),
+        );
+        mv.record(
+            v(3, 1),
+            vec![],
+            writes(vec![(loc, WriteValue::Credit(U256::from(7)))]),
+        );
+        let view = mv.read_account(&a(1), 5).expect("no estimate");
+        assert!(matches!(view.base, AccountBase::Written(w, _) if w == v(0, 0)));
+        assert_eq!(
+            view.credits,
+            vec![(v(2, 0), U256::from(5)), (v(3, 1), U256::from(7))]
+        );
+        // Transaction 0 sees the pre-state; a lazy read skips the credits.
+        assert!(matches!(
+            mv.read_account(&a(1), 0).expect("ok").base,
+            AccountBase::PreState
+        ));
+        assert!(matches!(
+            mv.read_account_base(&a(1), 5),
+            Ok(AccountBase::Written(w, _)) if w == v(0, 0)
+        ));
+        // An aborted credit blocks exact and lazy readers alike.
+        mv.convert_writes_to_estimates(3);
+        assert_eq!(mv.read_account(&a(1), 5).err(), Some(Blocked(3)));
+        assert_eq!(mv.read_account_base(&a(1), 5).err(), Some(Blocked(3)));
+        assert!(mv.read_account(&a(1), 3).is_ok());
+    }
+
+    #[test]
+    fn storage_reads_respect_wipes() {
+        let mv = MvMemory::new(5, 4);
+        let (slot, reset) = (
+            Location::Storage(a(1), U256::from(9)),
+            Location::StorageReset(a(1)),
+        );
+        mv.record(
+            v(0, 0),
+            vec![],
+            writes(vec![(slot, WriteValue::Storage(U256::from(3)))]),
+        );
+        mv.record(
+            v(2, 0),
+            vec![],
+            writes(vec![(reset, WriteValue::StorageReset)]),
+        );
+        mv.record(
+            v(3, 0),
+            vec![],
+            writes(vec![
+                (reset, WriteValue::StorageReset),
+                (slot, WriteValue::Storage(U256::from(8))),
+            ]),
+        );
+        let value = |tx| {
+            mv.read_storage(&a(1), U256::from(9), tx)
+                .expect("ok")
+                .value()
+        };
+        assert_eq!(value(0), None); // pre-state
+        assert_eq!(value(1), Some(U256::from(3)));
+        assert_eq!(value(2), Some(U256::from(3)));
+        assert_eq!(value(3), Some(U256::ZERO)); // wiped by tx 2
+        assert_eq!(value(4), Some(U256::from(8))); // written after tx 3's own wipe
+    }
+
+    #[test]
+    fn validation_sees_new_versions_and_removed_writes() {
+        let mv = MvMemory::new(3, 4);
+        let loc = Location::Account(a(1));
+        mv.record(v(0, 0), vec![], writes(vec![(loc, account(1))]));
+        let read = Read::Account {
+            address: a(1),
+            base: Some(v(0, 0)),
+            credits: vec![],
+        };
+        assert!(!mv.record(v(1, 0), vec![read], TxWrites::default()));
+        assert!(mv.validate(1, |_| None));
+        // Transaction 0 runs again: a new incarnation invalidates the read.
+        assert!(!mv.record(v(0, 1), vec![], writes(vec![(loc, account(1))])));
+        assert!(!mv.validate(1, |_| None));
+        // Transaction 0's third run writes nothing: the read now comes from the pre-state.
+        mv.record(v(0, 2), vec![], TxWrites::default());
+        assert!(matches!(
+            mv.read_account(&a(1), 1).expect("ok").base,
+            AccountBase::PreState
+        ));
+    }
+
+    #[test]
+    fn seeded_estimates_block_until_the_first_execution() {
+        let mv = MvMemory::new(3, 4);
+        mv.seed_estimate(0, Location::Account(a(1)));
+        assert_eq!(mv.read_account(&a(1), 2).err(), Some(Blocked(0)));
+        // An invalid transaction writes nothing: the seeded marker goes away.
+        mv.record(v(0, 0), vec![], TxWrites::default());
+        assert!(mv.read_account(&a(1), 2).is_ok());
+    }
+
+    #[test]
+    fn lazy_code_reads_are_validated_by_value() {
+        let mv = MvMemory::new(3, 4);
+        let read = Read::AccountCode {
+            address: a(1),
+            code_hash: KECCAK_EMPTY,
+        };
+        mv.record(v(2, 0), vec![read], TxWrites::default());
+        assert!(mv.validate(2, |_| Some(KECCAK_EMPTY)));
+        // A balance change below does not matter; code appearing does.
+        mv.record(
+            v(0, 0),
+            vec![],
+            writes(vec![(Location::Account(a(1)), account(5))]),
+        );
+        assert!(mv.validate(2, |_| Some(B256::ZERO)));
+        let code = WriteValue::Account(
+            Some(AccountInfo {
+                code_hash: B256::repeat_byte(1),
+                ..AccountInfo::default()
+            }),
+            AccountWriteKind::Created,
+        );
+        mv.record(
+            v(1, 0),
+            vec![],
+            writes(vec![(Location::Account(a(1)), code)]),
+        );
+        assert!(!mv.validate(2, |_| Some(KECCAK_EMPTY)));
+    }
+}

@@ -1,0 +1,94 @@
+//! The reference: transactions one after the other with [`EmberEvm`] over revm's `State`.
+
+use super::changes::{ChangeSet, FoldError};
+use super::writes::extract_writes;
+use super::{BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput};
+use crate::evm::{EmberEvm, NativeProvider};
+use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
+use revm::database::State;
+use revm::database_interface::bal::EvmDatabaseError;
+use revm::database_interface::{DatabaseCommit, DatabaseRef};
+use revm::handler::{ExecuteEvm, MainBuilder, MainContext};
+
+/// Executes `txs` in order on top of `db` with [`EmberEvm`] over a `revm::database::State`:
+/// the reference [`execute_block`](super::execute_block) must match exactly.
+///
+/// Stops at the first invalid transaction and returns its error.
+pub fn execute_block_sequential<DB, P>(
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[TxEnv],
+    db: &DB,
+    provider: &P,
+    _opts: &ParallelOptions,
+) -> Result<BlockOutput, BlockError>
+where
+    DB: DatabaseRef,
+    P: NativeProvider,
+{
+    run(cfg, block, txs, db, provider, FallbackReason::Requested)
+}
+
+/// Sequential execution, reporting `reason` in the statistics.
+pub(crate) fn run<DB, P>(
+    cfg: &CfgEnv,
+    block: &BlockEnv,
+    txs: &[TxEnv],
+    db: &DB,
+    provider: &P,
+    reason: FallbackReason,
+) -> Result<BlockOutput, BlockError>
+where
+    DB: DatabaseRef,
+    P: NativeProvider,
+{
+    let mut state = State::builder().with_database_ref(db).build();
+    let mut changes = ChangeSet::new(db);
+    let mut transactions = Vec::with_capacity(txs.len());
+    let mut stats = ParallelStats {
+        threads: 1,
+        fallback: Some(reason),
+        ..ParallelStats::default()
+    };
+    let mut cumulative_gas_used = 0u64;
+    for (index, tx) in txs.iter().enumerate() {
+        let ctx = Context::mainnet()
+            .with_block(block.clone())
+            .with_tx(tx.clone())
+            .with_cfg(cfg.clone())
+            .with_db(&mut state);
+        let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
+        let outcome = evm.transact(tx.clone());
+        stats.executions += 1;
+        stats.native_runs += evm.stats.native_runs.get();
+        stats.interpreted_runs += evm.stats.interpreted_runs.get();
+        let outcome = outcome.map_err(|e| {
+            BlockError::from_evm(index, e, |e| match e {
+                EvmDatabaseError::Database(e) => e.to_string(),
+                other => other.to_string(),
+            })
+        })?;
+        let writes = extract_writes(&outcome.state, &[], None).map_err(|_| BlockError::Custom {
+            index,
+            message: "internal: lazy write without a lazy read".to_string(),
+        })?;
+        changes.apply(&writes).map_err(|e| match e {
+            FoldError::Overflow(a) => BlockError::Custom {
+                index,
+                message: format!("internal: credit overflow at {a}"),
+            },
+            FoldError::Db(message) => BlockError::Database { index, message },
+        })?;
+        state.commit(outcome.state);
+        cumulative_gas_used = cumulative_gas_used.saturating_add(outcome.result.tx_gas_used());
+        transactions.push(TxOutput {
+            result: outcome.result,
+            cumulative_gas_used,
+        });
+    }
+    Ok(BlockOutput {
+        transactions,
+        changes: changes.finish()?,
+        stats,
+    })
+}
