@@ -132,6 +132,18 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         }
     }
 
+    /// Starts an execution of transaction `tx` with this database (a worker reuses one EVM,
+    /// and so one database, for all its executions): forgets the previous execution's reads,
+    /// lazy recipient, suspension and overflow.
+    pub(crate) fn begin(&mut self, tx: TxIdx, lazy_candidate: Option<(Address, U256)>) {
+        self.tx = tx;
+        self.lazy_candidate = lazy_candidate;
+        self.lazy = None;
+        self.reads.clear();
+        self.suspended = None;
+        self.overflow = None;
+    }
+
     /// Fails every read of an execution that was already suspended.
     ///
     /// revm does not stop at the first database error: an error inside an instruction of the

@@ -11,10 +11,10 @@ use super::{
     sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
 };
 use crate::evm::{EmberEvm, NativeProvider};
-use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
+use revm::context::{BlockEnv, CfgEnv, Context, ContextSetters, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
 use revm::database_interface::DatabaseRef;
-use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext};
+use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext, MainnetContext};
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,11 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 type TxResult = Result<ExecutionResult<HaltReason>, BlockError>;
+
+/// The EVM a worker runs all its executions on (building one per execution would allocate
+/// revm's frame stack and interpreter buffers every time): its database is re-aimed at each
+/// transaction with [`TxDb::begin`], its context gets each transaction with `set_tx`.
+type WorkerEvm<'s, DB, P> = EmberEvm<MainnetContext<TxDb<'s, DB>>, &'s P>;
 
 /// Executes a block's transactions in parallel (Block-STM) on top of the read-only pre-state
 /// `db`, every transaction through [`EmberEvm`] with native code from `provider`.
@@ -179,14 +184,34 @@ where
         }
     }
 
+    /// Runs `f` with a fresh worker EVM.
+    fn with_worker<R>(&self, f: impl FnOnce(&mut WorkerEvm<'_, DB, P>) -> R) -> R {
+        let shared = Shared {
+            db: self.db,
+            mv: &self.mv,
+            scheduler: &self.scheduler,
+            codes: &self.codes,
+        };
+        let ctx = Context::mainnet()
+            .with_block(self.block.clone())
+            .with_cfg(self.cfg.clone())
+            .with_db(TxDb::new(&shared, 0, None));
+        let mut evm = EmberEvm::new(ctx.build_mainnet(), self.provider);
+        f(&mut evm)
+    }
+
     /// A worker's loop.
     fn work(&self) {
+        self.with_worker(|evm| self.work_with(evm));
+    }
+
+    fn work_with(&self, evm: &mut WorkerEvm<'_, DB, P>) {
         let mut task: Option<Task> = None;
         let stall = stall_report_after();
         let mut idle_since = None;
         while !self.scheduler.done() {
             task = match task {
-                Some(Task::Execute(version)) => self.try_execute(version),
+                Some(Task::Execute(version)) => self.try_execute(evm, version),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let epoch = self.scheduler.idle_epoch();
@@ -235,31 +260,23 @@ where
         eligible.then_some((to, tx.value))
     }
 
-    fn execute(&self, version: Version) -> Outcome {
+    fn execute(&self, evm: &mut WorkerEvm<'_, DB, P>, version: Version) -> Outcome {
         let index = version.tx;
-        let tx = &self.txs[index];
-        let shared = Shared {
-            db: self.db,
-            mv: &self.mv,
-            scheduler: &self.scheduler,
-            codes: &self.codes,
-        };
-        let db = TxDb::new(&shared, index, self.lazy_candidate(index));
-        let ctx = Context::mainnet()
-            .with_block(self.block.clone())
-            .with_tx(tx.clone())
-            .with_cfg(self.cfg.clone())
-            .with_db(db);
-        let mut evm = EmberEvm::new(ctx.build_mainnet(), self.provider);
+        evm.inner
+            .ctx
+            .journaled_state
+            .database
+            .begin(index, self.lazy_candidate(index));
+        evm.inner.ctx.set_tx(self.txs[index].clone());
         let mut handler = LazyRewardHandler::<_, EVMError<TxDbError, InvalidTransaction>, _>::new(
             self.opts.lazy_beneficiary,
         );
-        let result = handler.run(&mut evm);
+        let result = handler.run(evm);
         let state = evm.finalize();
         self.native_runs
-            .fetch_add(evm.stats.native_runs.get(), Ordering::Relaxed);
+            .fetch_add(evm.stats.native_runs.replace(0), Ordering::Relaxed);
         self.interpreted_runs
-            .fetch_add(evm.stats.interpreted_runs.get(), Ordering::Relaxed);
+            .fetch_add(evm.stats.interpreted_runs.replace(0), Ordering::Relaxed);
         let db = &mut evm.inner.ctx.journaled_state.database;
         if db.suspended.is_some() {
             return Outcome::Suspended;
@@ -285,13 +302,13 @@ where
         }
     }
 
-    fn try_execute(&self, version: Version) -> Option<Task> {
+    fn try_execute(&self, evm: &mut WorkerEvm<'_, DB, P>, version: Version) -> Option<Task> {
         loop {
             self.executions.fetch_add(1, Ordering::Relaxed);
             if version.incarnation > 0 {
                 self.reexecutions.fetch_add(1, Ordering::Relaxed);
             }
-            match self.execute(version) {
+            match self.execute(evm, version) {
                 Outcome::Done(reads, writes, result) => {
                     for (_, value) in &writes.entries {
                         if let WriteValue::Account(Some(info), _) = value {
@@ -503,7 +520,10 @@ mod tests {
         };
         let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
         let version = executor.scheduler.start_execution_for_test(2);
-        assert_eq!(executor.try_execute(version), None);
+        assert_eq!(
+            executor.with_worker(|evm| executor.try_execute(evm, version)),
+            None
+        );
         assert_eq!(executor.scheduler.active_tasks(), 0);
         assert_eq!(executor.scheduler.dependents_of(1), vec![2]);
         assert_eq!(executor.scheduler.dependents_of(0), Vec::<TxIdx>::new());

@@ -51,17 +51,18 @@ where
         ..ParallelStats::default()
     };
     let mut cumulative_gas_used = 0u64;
+    // One EVM for the whole block, as revm's own `transact_many`: building one per transaction
+    // would allocate its frame stack every time.
+    let ctx = Context::mainnet()
+        .with_block(block.clone())
+        .with_cfg(cfg.clone())
+        .with_db(&mut state);
+    let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
     for (index, tx) in txs.iter().enumerate() {
-        let ctx = Context::mainnet()
-            .with_block(block.clone())
-            .with_tx(tx.clone())
-            .with_cfg(cfg.clone())
-            .with_db(&mut state);
-        let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
         let outcome = evm.transact(tx.clone());
         stats.executions += 1;
-        stats.native_runs += evm.stats.native_runs.get();
-        stats.interpreted_runs += evm.stats.interpreted_runs.get();
+        stats.native_runs += evm.stats.native_runs.replace(0);
+        stats.interpreted_runs += evm.stats.interpreted_runs.replace(0);
         let outcome = outcome.map_err(|e| {
             BlockError::from_evm(index, e, |e| match e {
                 EvmDatabaseError::Database(e) => e.to_string(),
@@ -79,7 +80,7 @@ where
             },
             FoldError::Db(message) => BlockError::Database { index, message },
         })?;
-        state.commit(outcome.state);
+        evm.inner.ctx.journaled_state.database.commit(outcome.state);
         cumulative_gas_used = cumulative_gas_used.saturating_add(outcome.result.tx_gas_used());
         transactions.push(TxOutput {
             result: outcome.result,
