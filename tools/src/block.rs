@@ -1101,6 +1101,9 @@ pub fn totals(reports: &[BlockReport]) -> String {
                     ember_runtime::parallel::FallbackReason::TooLittleGas { .. } => {
                         "too little gas"
                     }
+                    ember_runtime::parallel::FallbackReason::SenderChain { .. } => {
+                        "one dominant sender"
+                    }
                     ember_runtime::parallel::FallbackReason::RepeatedWipe(_) => "repeated wipe",
                     ember_runtime::parallel::FallbackReason::BalanceOverflow(_) => {
                         "balance overflow"
@@ -1144,6 +1147,184 @@ pub fn json_report(reports: &[BlockReport]) -> Value {
             "gas": gas,
             "seconds": seconds,
             "gas_per_sec": if seconds > 0.0 { gas as f64 / seconds } else { 0.0 },
+        },
+    })
+}
+
+/// One execution configuration of a comparison ([`compare_block`]).
+pub struct CompareMode<'a> {
+    /// Column name (`seq-interp`, `par2-jit`...).
+    pub name: String,
+    /// Native code (or [`NoNative`]).
+    pub provider: &'a (dyn NativeProvider + Sync),
+    /// Executor options (threads below 2: sequential).
+    pub parallel: ParallelOptions,
+}
+
+/// One block executed in every mode of a comparison.
+pub struct CompareReport {
+    /// Block name and number.
+    pub name: String,
+    /// Block number.
+    pub number: u64,
+    /// Transactions.
+    pub txs: usize,
+    /// Gas used (the same in every mode, or the block failed).
+    pub gas_used: u64,
+    /// Per mode (in [`CompareMode`] order): fastest execution time in seconds.
+    pub seconds: Vec<f64>,
+    /// Per mode: whether the execution ran in parallel (no sequential fallback).
+    pub parallel: Vec<bool>,
+    /// Every failure, prefixed by its mode.
+    pub failures: Vec<String>,
+}
+
+/// Executes `block` in every mode, `repeat` rounds, the modes interleaved within each round
+/// (so drift of a noisy machine hits them alike), keeping each mode's fastest time. Every
+/// execution is verified ([`verify`]), and every mode's outcome must equal the first mode's.
+pub fn compare_block(block: &Block, modes: &[CompareMode<'_>], repeat: u32) -> CompareReport {
+    let mut report = CompareReport {
+        name: block.name.clone(),
+        number: block.number,
+        txs: block.txs.len(),
+        gas_used: 0,
+        seconds: vec![f64::INFINITY; modes.len()],
+        parallel: vec![false; modes.len()],
+        failures: Vec::new(),
+    };
+    let mut reference: Option<BlockOutput> = None;
+    for _ in 0..repeat.max(1) {
+        for (i, mode) in modes.iter().enumerate() {
+            let start = Instant::now();
+            let r = execute(block, mode.provider, &mode.parallel);
+            let time = start.elapsed().as_secs_f64();
+            match r {
+                Err(e) => {
+                    report
+                        .failures
+                        .push(format!("{}: execution: {e}", mode.name));
+                    return report;
+                }
+                Ok(out) => {
+                    for f in verify(block, &out) {
+                        report.failures.push(format!("{}: {f}", mode.name));
+                    }
+                    match &reference {
+                        None => {
+                            report.gas_used = out.gas_used();
+                            reference = Some(out.clone());
+                        }
+                        Some(first) => {
+                            if let Some(d) = first_difference(first, &out) {
+                                report.failures.push(format!(
+                                    "{}: differs from {}: {d}",
+                                    mode.name, modes[0].name
+                                ));
+                            }
+                        }
+                    }
+                    report.parallel[i] = out.stats.fallback.is_none();
+                    report.seconds[i] = report.seconds[i].min(time);
+                }
+            }
+            if !report.failures.is_empty() {
+                return report;
+            }
+        }
+    }
+    report
+}
+
+/// The text report of a comparison: per block and in total, each mode's Mgas/s and its ratio
+/// to the first mode.
+pub fn compare_table(modes: &[CompareMode<'_>], reports: &[CompareReport]) -> String {
+    use std::fmt::Write;
+    let mut out = format!("{:>10} {:>6} {:>11}", "block", "txs", "gas");
+    for m in modes {
+        let _ = write!(out, " {:>17}", format!("{} Mgas/s", m.name));
+    }
+    for m in &modes[1..] {
+        let _ = write!(out, " {:>8}", format!("x{}", m.name));
+    }
+    out.push('\n');
+    for r in reports {
+        let _ = write!(out, "{:>10} {:>6} {:>11}", r.name, r.txs, r.gas_used);
+        for (i, s) in r.seconds.iter().enumerate() {
+            let mark = if r.parallel[i] || modes[i].parallel.threads < 2 {
+                ' '
+            } else {
+                '*'
+            };
+            let _ = write!(out, " {:>16.1}{mark}", mgas_per_sec(r.gas_used, *s));
+        }
+        for s in &r.seconds[1..] {
+            let _ = write!(out, " {:>8.2}", r.seconds[0] / s);
+        }
+        for f in &r.failures {
+            let _ = write!(out, "\n{:>10} FAIL {f}", "");
+        }
+        out.push('\n');
+    }
+    let gas: u64 = reports.iter().map(|r| r.gas_used).sum();
+    let _ = write!(
+        out,
+        "{:>10} {:>6} {:>11}",
+        "total",
+        reports.iter().map(|r| r.txs).sum::<usize>(),
+        gas
+    );
+    let totals: Vec<f64> = (0..modes.len())
+        .map(|i| reports.iter().map(|r| r.seconds[i]).sum())
+        .collect();
+    for t in &totals {
+        let _ = write!(out, " {:>16.1} ", mgas_per_sec(gas, *t));
+    }
+    for t in &totals[1..] {
+        let _ = write!(out, " {:>8.2}", totals[0] / t);
+    }
+    out.push('\n');
+    let below: Vec<String> = modes[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let n = reports
+                .iter()
+                .filter(|r| r.seconds[0] / r.seconds[i + 1] < 0.95)
+                .count();
+            format!("{}: {n}", m.name)
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "ratios are to {} (same run, fastest per mode); * = the heuristics ran the block \
+         sequentially; blocks below 0.95x: {}",
+        modes[0].name,
+        below.join(", ")
+    );
+    out
+}
+
+/// The `--compare --json` report: `{"modes": [names], "blocks": [{"number", "gas_used", "ok",
+/// "seconds": [per mode]}], "total": {"gas", "seconds": [per mode], "gas_per_sec": [per mode],
+/// "ratio": [per mode, to the first]}}`.
+pub fn compare_json(modes: &[CompareMode<'_>], reports: &[CompareReport]) -> Value {
+    let gas: u64 = reports.iter().map(|r| r.gas_used).sum();
+    let totals: Vec<f64> = (0..modes.len())
+        .map(|i| reports.iter().map(|r| r.seconds[i]).sum())
+        .collect();
+    serde_json::json!({
+        "modes": modes.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+        "blocks": reports.iter().map(|r| serde_json::json!({
+            "number": r.number,
+            "gas_used": r.gas_used,
+            "ok": r.failures.is_empty(),
+            "seconds": r.seconds.iter().map(|s| if s.is_finite() { *s } else { 0.0 }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "total": {
+            "gas": gas,
+            "seconds": totals,
+            "gas_per_sec": totals.iter().map(|t| if *t > 0.0 { gas as f64 / t } else { 0.0 }).collect::<Vec<_>>(),
+            "ratio": totals.iter().map(|t| totals[0] / t).collect::<Vec<_>>(),
         },
     })
 }

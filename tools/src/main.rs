@@ -226,6 +226,13 @@ struct BlockArgs {
     /// (fewer than 8 transactions or 500k gas).
     #[arg(long)]
     always_parallel: bool,
+    /// Execute every block sequentially and with `--threads` workers, with the interpreter and
+    /// (with `--mode jit|aot`) with native code, interleaved in one run, and report each
+    /// mode's gas/s and its ratio to sequential interpretation. `--repeat` rounds, fastest per
+    /// mode. With `--json`: `{"modes", "blocks": [{"number", "gas_used", "ok", "seconds":
+    /// [per mode]}], "total": {"gas", "seconds", "gas_per_sec", "ratio"}}`.
+    #[arg(long, conflicts_with = "check")]
+    compare: bool,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -516,6 +523,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 }
 
 fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
+    use ember_runtime::parallel::ParallelOptions;
     use ember_tools::block::{self, RunOptions};
     use ember_tools::workload;
     let threads = a
@@ -625,6 +633,66 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
     opts.check = a.check;
     opts.repeat = a.repeat;
     block::warm_up();
+    if a.compare {
+        if threads < 2 {
+            return Err("--compare needs --threads of at least 2".into());
+        }
+        let native = match a.mode {
+            Mode::Interp => None,
+            Mode::Jit => Some("jit"),
+            Mode::Aot => Some("aot"),
+        };
+        let mut modes = Vec::new();
+        for t in [1, threads] {
+            let kind = if t == 1 {
+                "seq".to_string()
+            } else {
+                format!("par{t}")
+            };
+            let parallel = ParallelOptions {
+                threads: t,
+                ..opts.parallel.clone()
+            };
+            modes.push(block::CompareMode {
+                name: format!("{kind}-interp"),
+                provider: &ember_runtime::NoNative,
+                parallel: parallel.clone(),
+            });
+            if let Some(n) = native {
+                modes.push(block::CompareMode {
+                    name: format!("{kind}-{n}"),
+                    provider,
+                    parallel,
+                });
+            }
+        }
+        // Order: seq-interp, seq-native, par-interp, par-native.
+        let mut reports = Vec::with_capacity(blocks.len());
+        for b in &blocks {
+            let r = block::compare_block(b, &modes, a.repeat);
+            for f in &r.failures {
+                eprintln!("block {}: FAIL {f}", r.name);
+            }
+            reports.push(r);
+        }
+        if json {
+            let text = serde_json::to_string_pretty(&block::compare_json(&modes, &reports))
+                .map_err(|e| e.to_string())?;
+            emit(&(text + "\n"))?;
+        } else {
+            emit(&format!(
+                "fastest of {} interleaved round(s) per mode\n{}\n",
+                a.repeat,
+                block::compare_table(&modes, &reports)
+            ))?;
+        }
+        let failed = reports.iter().filter(|r| !r.failures.is_empty()).count();
+        if failed > 0 {
+            eprintln!("error: {failed} of {} block(s) failed", reports.len());
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !json {
         emit(&format!(
             "mode {:?}, {}{}\n{}\n",

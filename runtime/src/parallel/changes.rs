@@ -50,14 +50,108 @@ impl AccountChange {
     }
 }
 
+/// What the block did to one account, before it is compared with the pre-state.
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     /// Latest written state; `None` while only the pre-state is known.
-    info: Option<Option<AccountInfo>>,
-    created: bool,
-    destroyed: bool,
-    storage_reset: bool,
-    slots: BTreeMap<U256, U256>,
+    pub(crate) info: Option<Option<AccountInfo>>,
+    pub(crate) created: bool,
+    pub(crate) destroyed: bool,
+    pub(crate) storage_reset: bool,
+    /// Final slot values (after the last wipe, if any).
+    pub(crate) slots: BTreeMap<U256, U256>,
+}
+
+impl Pending {
+    /// Records an account write's kind.
+    pub(crate) fn mark(&mut self, kind: AccountWriteKind) {
+        match kind {
+            AccountWriteKind::Created => self.created = true,
+            AccountWriteKind::Destroyed | AccountWriteKind::Removed => self.destroyed = true,
+            AccountWriteKind::Changed => {}
+        }
+    }
+
+    /// Adds a lazy credit on top of the latest state (the pre-state if none was written).
+    pub(crate) fn credit<DB: DatabaseRef>(
+        &mut self,
+        db: &DB,
+        address: Address,
+        amount: U256,
+    ) -> Result<(), FoldError> {
+        let current = match self.info.take() {
+            Some(info) => info,
+            None => db
+                .basic_ref(address)
+                .map_err(|e| FoldError::Db(e.to_string()))?,
+        };
+        match apply_credit(current, amount) {
+            Some(credited) => {
+                self.info = Some(Some(credited));
+                Ok(())
+            }
+            None => Err(FoldError::Overflow(address)),
+        }
+    }
+
+    /// The account's change over the block, or `None` if its final state equals the
+    /// pre-state (and it was neither created nor destroyed).
+    pub(crate) fn finish<DB: DatabaseRef>(
+        self,
+        db: &DB,
+        address: Address,
+    ) -> Result<Option<AccountChange>, BlockError> {
+        let db_err = |e: DB::Error| BlockError::State {
+            message: e.to_string(),
+        };
+        let pre = db.basic_ref(address).map_err(db_err)?;
+        let info = match self.info {
+            Some(info) => info,
+            None => pre.clone(),
+        };
+        let mut storage = Vec::new();
+        for (slot, value) in self.slots {
+            let unchanged = if self.storage_reset {
+                value.is_zero()
+            } else {
+                value == db.storage_ref(address, slot).map_err(db_err)?
+            };
+            if !unchanged {
+                storage.push((slot, value));
+            }
+        }
+        if info == pre && !self.created && !self.destroyed && storage.is_empty() {
+            return Ok(None);
+        }
+        let account = match info {
+            None => None,
+            Some(info) => {
+                let pre_hash = pre.as_ref().map_or(KECCAK_EMPTY, |p| p.code_hash);
+                let code = if info.code_hash != pre_hash && info.code_hash != KECCAK_EMPTY {
+                    let code = match info.code {
+                        Some(code) => code,
+                        None => db.code_by_hash_ref(info.code_hash).map_err(db_err)?,
+                    };
+                    Some(Bytecode::original_bytes(&code))
+                } else {
+                    None
+                };
+                Some(AccountState {
+                    balance: info.balance,
+                    nonce: info.nonce,
+                    code_hash: info.code_hash,
+                    code,
+                })
+            }
+        };
+        Ok(Some(AccountChange {
+            address,
+            account,
+            created: self.created,
+            destroyed: self.destroyed,
+            storage,
+        }))
+    }
 }
 
 /// Folds transaction writes, in order, over a pre-state.
@@ -89,25 +183,10 @@ impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
             match (location, value) {
                 (Location::Account(_), WriteValue::Account(info, kind)) => {
                     pending.info = Some(info.clone());
-                    match kind {
-                        AccountWriteKind::Created => pending.created = true,
-                        AccountWriteKind::Destroyed => pending.destroyed = true,
-                        AccountWriteKind::Changed => {}
-                    }
+                    pending.mark(*kind);
                 }
                 (Location::Account(address), WriteValue::Credit(amount)) => {
-                    let current = match pending.info.take() {
-                        Some(info) => info,
-                        None => self
-                            .db
-                            .basic_ref(*address)
-                            .map_err(|e| FoldError::Db(e.to_string()))?,
-                    };
-                    let credited = apply_credit(current, *amount);
-                    if credited.is_none() {
-                        return Err(FoldError::Overflow(*address));
-                    }
-                    pending.info = Some(credited);
+                    pending.credit(self.db, *address, *amount)?;
                 }
                 (Location::StorageReset(_), _) => {
                     pending.storage_reset = true;
@@ -126,58 +205,9 @@ impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
     /// The block's account changes, sorted by address. Accounts whose final state equals the
     /// pre-state (and were neither created nor destroyed) are left out.
     pub(crate) fn finish(self) -> Result<Vec<AccountChange>, BlockError> {
-        let db_err = |e: DB::Error| BlockError::State {
-            message: e.to_string(),
-        };
         let mut out = Vec::with_capacity(self.accounts.len());
         for (address, pending) in self.accounts {
-            let pre = self.db.basic_ref(address).map_err(db_err)?;
-            let info = match pending.info {
-                Some(info) => info,
-                None => pre.clone(),
-            };
-            let mut storage = Vec::new();
-            for (slot, value) in pending.slots {
-                let unchanged = if pending.storage_reset {
-                    value.is_zero()
-                } else {
-                    value == self.db.storage_ref(address, slot).map_err(db_err)?
-                };
-                if !unchanged {
-                    storage.push((slot, value));
-                }
-            }
-            if info == pre && !pending.created && !pending.destroyed && storage.is_empty() {
-                continue;
-            }
-            let account = match info {
-                None => None,
-                Some(info) => {
-                    let pre_hash = pre.as_ref().map_or(KECCAK_EMPTY, |p| p.code_hash);
-                    let code = if info.code_hash != pre_hash && info.code_hash != KECCAK_EMPTY {
-                        let code = match info.code {
-                            Some(code) => code,
-                            None => self.db.code_by_hash_ref(info.code_hash).map_err(db_err)?,
-                        };
-                        Some(Bytecode::original_bytes(&code))
-                    } else {
-                        None
-                    };
-                    Some(AccountState {
-                        balance: info.balance,
-                        nonce: info.nonce,
-                        code_hash: info.code_hash,
-                        code,
-                    })
-                }
-            };
-            out.push(AccountChange {
-                address,
-                account,
-                created: pending.created,
-                destroyed: pending.destroyed,
-                storage,
-            });
+            out.extend(pending.finish(self.db, address)?);
         }
         Ok(out)
     }

@@ -1,10 +1,10 @@
 //! The parallel executor: worker threads taking tasks from the [`Scheduler`], executing
 //! transactions against the [`MvMemory`] and validating their reads.
 
-use super::changes::{ChangeSet, FoldError};
+use super::changes::AccountChange;
 use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError};
 use super::handler::LazyRewardHandler;
-use super::mvmemory::{MvMemory, Read, Version};
+use super::mvmemory::{FoldFailure, MvMemory, Read, TxIdx, Version};
 use super::scheduler::{Scheduler, Task};
 use super::writes::{extract_writes, Location, TxWrites, WriteValue};
 use super::{
@@ -17,11 +17,14 @@ use revm::database_interface::DatabaseRef;
 use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext, MainnetContext};
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 type TxResult = Result<ExecutionResult<HaltReason>, BlockError>;
+
+/// Shards of the multi-version memory (locks, and units of the final fold).
+const SHARDS: usize = 64;
 
 /// The EVM a worker runs all its executions on (building one per execution would allocate
 /// revm's frame stack and interpreter buffers every time): its database is re-aimed at each
@@ -59,7 +62,7 @@ where
     } else if gas < opts.min_gas {
         Some(FallbackReason::TooLittleGas { gas })
     } else {
-        None
+        sender_chain(txs, opts.max_sender_share)
     };
     if let Some(reason) = reason {
         return sequential::run(cfg, block, txs, db, provider, reason);
@@ -87,6 +90,22 @@ where
             Ok(output)
         }
     }
+}
+
+/// The block's dominant sender, if one sends more than `max_share` of the transactions.
+fn sender_chain(txs: &[TxEnv], max_share: f64) -> Option<FallbackReason> {
+    if max_share >= 1.0 {
+        return None;
+    }
+    let mut counts: HashMap<Address, usize> = HashMap::default();
+    for tx in txs {
+        *counts.entry(tx.caller).or_default() += 1;
+    }
+    let (sender, transactions) = counts.into_iter().max_by_key(|(a, n)| (*n, *a))?;
+    (transactions as f64 > max_share * txs.len() as f64).then_some(FallbackReason::SenderChain {
+        sender,
+        transactions,
+    })
 }
 
 /// Debug knob: with `EMBER_PARALLEL_STALL_MS=<ms>` set, a worker that finds no work for that
@@ -129,6 +148,16 @@ struct Executor<'a, DB, P> {
     results: Box<[Mutex<Option<TxResult>>]>,
     no_lazy: Box<[AtomicBool]>,
     hazard: Mutex<Option<FallbackReason>>,
+    /// Per address, the transaction whose execution wiped a contract there (early detection of
+    /// [`ParallelOptions::fallback_on_repeated_wipe`]'s hazard).
+    contract_wipes: Mutex<HashMap<Address, TxIdx>>,
+    /// Whether the block completed so that its changes can be folded (decided once, by the
+    /// first worker to finish).
+    fold_allowed: OnceLock<bool>,
+    next_shard: AtomicUsize,
+    next_records: AtomicUsize,
+    /// Per shard of the multi-version memory, its folded account changes.
+    folded: Box<[Mutex<Option<Result<Vec<AccountChange>, FoldFailure>>>]>,
     stall_reported: AtomicBool,
     executions: AtomicU64,
     reexecutions: AtomicU64,
@@ -153,7 +182,7 @@ where
         opts: &'a ParallelOptions,
     ) -> Self {
         let n = txs.len();
-        let mv = MvMemory::new(n, 64);
+        let mv = MvMemory::new(n, SHARDS);
         if opts.seed_sender_estimates {
             for (index, tx) in txs.iter().enumerate() {
                 mv.seed_estimate(index, Location::Account(tx.caller));
@@ -173,6 +202,11 @@ where
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
             hazard: Mutex::new(None),
+            contract_wipes: Mutex::new(HashMap::default()),
+            fold_allowed: OnceLock::new(),
+            next_shard: AtomicUsize::new(0),
+            next_records: AtomicUsize::new(0),
+            folded: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
             stall_reported: AtomicBool::new(false),
             executions: AtomicU64::new(0),
             reexecutions: AtomicU64::new(0),
@@ -203,6 +237,68 @@ where
     /// A worker's loop.
     fn work(&self) {
         self.with_worker(|evm| self.work_with(evm));
+        self.fold();
+    }
+
+    /// After the block: folds shards of the multi-version memory into account changes (each
+    /// worker takes shards until none is left) and frees the per-transaction records, so
+    /// neither the fold nor the freeing is a serial tail.
+    fn fold(&self) {
+        let allowed = *self.fold_allowed.get_or_init(|| {
+            self.hazard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+                && self.scheduler.first_unexecuted().is_none()
+                && self.results.iter().all(|r| {
+                    matches!(
+                        *r.lock().unwrap_or_else(PoisonError::into_inner),
+                        Some(Ok(_))
+                    )
+                })
+        });
+        if !allowed {
+            return;
+        }
+        loop {
+            let k = self.next_shard.fetch_add(1, Ordering::Relaxed);
+            if k >= self.folded.len() {
+                break;
+            }
+            let r = self
+                .mv
+                .fold_shard(k, self.db, self.opts.fallback_on_repeated_wipe);
+            *self.folded[k]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(r);
+        }
+        const CHUNK: usize = 256;
+        loop {
+            let start = self.next_records.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= self.mv.block_size() {
+                break;
+            }
+            self.mv
+                .clear_records(start..(start + CHUNK).min(self.mv.block_size()));
+        }
+    }
+
+    /// Records a contract wipe by `tx` at `address`; a wipe by another transaction at the
+    /// same address is the repeated-wipe hazard: stop now rather than after the whole block.
+    fn note_contract_wipe(&self, tx: TxIdx, address: Address) -> Option<FallbackReason> {
+        let mut wipes = self
+            .contract_wipes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match wipes.entry(address) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(tx);
+                None
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                (*o.get() != tx).then_some(FallbackReason::RepeatedWipe(address))
+            }
+        }
     }
 
     fn work_with(&self, evm: &mut WorkerEvm<'_, DB, P>) {
@@ -268,6 +364,11 @@ where
             .database
             .begin(index, self.lazy_candidate(index));
         evm.inner.ctx.set_tx(self.txs[index].clone());
+        // revm parks a database error raised inside an instruction in the context and takes it
+        // at the end of execution; an execution that failed earlier on another database error
+        // (a suspension by the beneficiary read, say) returns before that and leaves it parked.
+        // The next execution on this EVM must not inherit it.
+        evm.inner.ctx.error = Ok(());
         let mut handler = LazyRewardHandler::<_, EVMError<TxDbError, InvalidTransaction>, _>::new(
             self.opts.lazy_beneficiary,
         );
@@ -310,6 +411,21 @@ where
             }
             match self.execute(evm, version) {
                 Outcome::Done(reads, writes, result) => {
+                    if self.opts.fallback_on_repeated_wipe {
+                        let hazard = writes.entries.iter().find_map(|(location, value)| {
+                            match (location, value) {
+                                (Location::Account(a), WriteValue::Account(info, kind))
+                                    if kind.is_contract_wipe(info.as_ref()) =>
+                                {
+                                    self.note_contract_wipe(version.tx, *a)
+                                }
+                                _ => None,
+                            }
+                        });
+                        if let Some(reason) = hazard {
+                            return self.halt_with(reason);
+                        }
+                    }
                     for (_, value) in &writes.entries {
                         if let WriteValue::Account(Some(info), _) = value {
                             if let Some(code) = &info.code {
@@ -330,14 +446,19 @@ where
                     self.no_lazy[version.tx].store(true, Ordering::Relaxed);
                     self.lazy_retries.fetch_add(1, Ordering::Relaxed);
                 }
-                Outcome::Hazard(reason) => {
-                    let mut hazard = self.hazard.lock().unwrap_or_else(PoisonError::into_inner);
-                    hazard.get_or_insert(reason);
-                    self.scheduler.halt();
-                    return None;
-                }
+                Outcome::Hazard(reason) => return self.halt_with(reason),
             }
         }
+    }
+
+    /// Stops the block for a sequential fallback.
+    fn halt_with(&self, reason: FallbackReason) -> Option<Task> {
+        self.hazard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
+        self.scheduler.halt();
+        None
     }
 
     fn pre_code_hash(&self, address: &Address) -> Option<B256> {
@@ -374,7 +495,7 @@ where
     }
 
     /// Collects the committed results and folds the writes into the block's changes.
-    fn finish(self) -> Result<(Vec<TxOutput>, Vec<super::AccountChange>), Finish> {
+    fn finish(self) -> Result<(Vec<TxOutput>, Vec<AccountChange>), Finish> {
         if let Some(reason) = self
             .hazard
             .into_inner()
@@ -412,27 +533,27 @@ where
                 }
             }
         }
-        let mut wipes: HashMap<Address, usize> = HashMap::default();
-        let mut changes = ChangeSet::new(self.db);
-        for (index, _) in self.txs.iter().enumerate() {
-            let writes = self.mv.writes(index);
-            if self.opts.fallback_on_repeated_wipe {
-                for (location, _) in &writes.entries {
-                    if let Location::StorageReset(address) = location {
-                        let count = wipes.entry(*address).or_default();
-                        *count += 1;
-                        if *count > 1 {
-                            return Err(Finish::Fallback(FallbackReason::RepeatedWipe(*address)));
-                        }
-                    }
+        let mut changes = Vec::new();
+        for slot in self.folded.into_vec() {
+            match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                Some(Ok(part)) => changes.extend(part),
+                Some(Err(FoldFailure::RepeatedWipe(a))) => {
+                    return Err(Finish::Fallback(FallbackReason::RepeatedWipe(a)))
+                }
+                Some(Err(FoldFailure::Overflow(a))) => {
+                    return Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
+                }
+                Some(Err(FoldFailure::Error(e))) => return Err(Finish::Error(e)),
+                None => {
+                    return Err(Finish::Error(BlockError::Custom {
+                        index: 0,
+                        message: "internal: a shard of the block's state was not folded"
+                            .to_string(),
+                    }))
                 }
             }
-            changes.apply(&writes).map_err(|e| match e {
-                FoldError::Overflow(a) => Finish::Fallback(FallbackReason::BalanceOverflow(a)),
-                FoldError::Db(message) => Finish::Error(BlockError::State { message }),
-            })?;
         }
-        let changes = changes.finish().map_err(Finish::Error)?;
+        changes.sort_unstable_by_key(|c| c.address);
         Ok((transactions, changes))
     }
 }

@@ -6,7 +6,10 @@
 //! records all of them, so the reader depends on every earlier writer, exactly as sequential
 //! execution would see the balance.
 
+use super::changes::{AccountChange, FoldError, Pending};
 use super::writes::{Location, TxWrites, WriteValue};
+use super::BlockError;
+use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
 use revm::state::AccountInfo;
 use std::collections::BTreeMap;
@@ -103,11 +106,89 @@ pub(crate) enum Read {
 #[derive(Default)]
 struct TxRecord {
     reads: Arc<Vec<Read>>,
-    writes: Arc<TxWrites>,
     locations: Arc<Vec<Location>>,
 }
 
-type Shard = HashMap<Location, BTreeMap<TxIdx, Entry>>;
+/// The entries of one location, sorted by transaction, with the transactions whose entry is
+/// not a credit (full writes and ESTIMATEs) indexed separately: a lazy read or an exact read
+/// finds the last full write below it without walking every credit (a popular recipient or the
+/// beneficiary collects one credit per transaction).
+///
+/// Sorted vectors rather than trees: most locations have one writer, and transactions are
+/// recorded in roughly ascending order, so inserts append.
+#[derive(Default)]
+struct Versions {
+    entries: Vec<(TxIdx, Entry)>,
+    full: Vec<TxIdx>,
+}
+
+fn is_full(entry: &Entry) -> bool {
+    !matches!(entry, Entry::Data(_, WriteValue::Credit(_)))
+}
+
+impl Versions {
+    fn insert(&mut self, tx: TxIdx, entry: Entry) {
+        let full = is_full(&entry);
+        match self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
+            Ok(i) => {
+                let was_full = is_full(&self.entries[i].1);
+                self.entries[i].1 = entry;
+                if was_full != full {
+                    self.set_full(tx, full);
+                }
+            }
+            Err(i) => {
+                self.entries.insert(i, (tx, entry));
+                if full {
+                    self.set_full(tx, true);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, tx: TxIdx) {
+        if let Ok(i) = self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
+            self.entries.remove(i);
+            self.set_full(tx, false);
+        }
+    }
+
+    fn set_full(&mut self, tx: TxIdx, full: bool) {
+        match (self.full.binary_search(&tx), full) {
+            (Err(i), true) => self.full.insert(i, tx),
+            (Ok(i), false) => {
+                self.full.remove(i);
+            }
+            _ => {}
+        }
+    }
+
+    fn get(&self, tx: TxIdx) -> Option<&Entry> {
+        self.entries
+            .binary_search_by_key(&tx, |(t, _)| *t)
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// The entries below `tx`, lowest first.
+    fn below(&self, tx: TxIdx) -> &[(TxIdx, Entry)] {
+        &self.entries[..self.entries.partition_point(|(t, _)| *t < tx)]
+    }
+
+    /// The highest entry below `tx`.
+    fn last_below(&self, tx: TxIdx) -> Option<&(TxIdx, Entry)> {
+        self.below(tx).last()
+    }
+
+    /// The highest full write or ESTIMATE below `tx`.
+    fn last_full_below(&self, tx: TxIdx) -> Option<(TxIdx, &Entry)> {
+        let i = self.full.partition_point(|t| *t < tx);
+        let t = *self.full[..i].last()?;
+        self.get(t).map(|e| (t, e))
+    }
+}
+
+type Shard = HashMap<Location, Versions>;
 
 /// The multi-version memory of one block.
 pub(crate) struct MvMemory {
@@ -121,6 +202,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether `a` has a location `b` lacks. Linear for the usual handful of locations, hashed
+/// beyond.
+fn has_location_outside(a: &[Location], b: &[Location]) -> bool {
+    if a.len() * b.len() <= 256 {
+        a.iter().any(|l| !b.contains(l))
+    } else {
+        let set: HashSet<&Location> = b.iter().collect();
+        a.iter().any(|l| !set.contains(l))
+    }
+}
+
 impl MvMemory {
     pub(crate) fn new(block_size: usize, shards: usize) -> Self {
         Self {
@@ -129,13 +221,17 @@ impl MvMemory {
         }
     }
 
-    fn shard(&self, address: &Address) -> MutexGuard<'_, Shard> {
+    fn shard_index(&self, address: &Address) -> usize {
         let b = address.0 .0;
         let mut h = 0xcbf2_9ce4_8422_2325_u64;
         for byte in b {
             h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
         }
-        lock(&self.shards[(h % self.shards.len() as u64) as usize])
+        (h % self.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, address: &Address) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[self.shard_index(address)])
     }
 
     /// Marks `location` as ESTIMATE for `tx` before it first runs: a transaction known to write
@@ -148,11 +244,11 @@ impl MvMemory {
             .or_default()
             .insert(tx, Entry::Estimate);
         let mut record = lock(&self.records[tx]);
-        let mut locations = record.locations.as_ref().clone();
-        if !locations.contains(&location) {
+        if !record.locations.contains(&location) {
+            let mut locations = record.locations.as_ref().clone();
             locations.push(location);
+            record.locations = Arc::new(locations);
         }
-        record.locations = Arc::new(locations);
     }
 
     /// Records an execution's reads and writes; returns whether it wrote a location the previous
@@ -161,27 +257,26 @@ impl MvMemory {
         let tx = version.tx;
         let previous = Arc::clone(&lock(&self.records[tx]).locations);
         let locations: Vec<Location> = writes.entries.iter().map(|(l, _)| *l).collect();
-        for (location, value) in &writes.entries {
+        for (location, value) in writes.entries {
             self.shard(location.address())
-                .entry(*location)
+                .entry(location)
                 .or_default()
-                .insert(tx, Entry::Data(version.incarnation, value.clone()));
+                .insert(tx, Entry::Data(version.incarnation, value));
         }
         let wrote_new = if previous.is_empty() {
             !locations.is_empty()
         } else {
-            let new_set: HashSet<&Location> = locations.iter().collect();
-            for stale in previous.iter().filter(|l| !new_set.contains(l)) {
-                if let Some(map) = self.shard(stale.address()).get_mut(stale) {
-                    map.remove(&tx);
+            for stale in previous.iter() {
+                if has_location_outside(std::slice::from_ref(stale), &locations) {
+                    if let Some(versions) = self.shard(stale.address()).get_mut(stale) {
+                        versions.remove(tx);
+                    }
                 }
             }
-            let old_set: HashSet<&Location> = previous.iter().collect();
-            locations.iter().any(|l| !old_set.contains(l))
+            has_location_outside(&locations, &previous)
         };
         *lock(&self.records[tx]) = TxRecord {
             reads: Arc::new(reads),
-            writes: Arc::new(writes),
             locations: Arc::new(locations),
         };
         wrote_new
@@ -191,15 +286,10 @@ impl MvMemory {
     pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
         let locations = Arc::clone(&lock(&self.records[tx]).locations);
         for location in locations.iter() {
-            if let Some(map) = self.shard(location.address()).get_mut(location) {
-                map.insert(tx, Entry::Estimate);
+            if let Some(versions) = self.shard(location.address()).get_mut(location) {
+                versions.insert(tx, Entry::Estimate);
             }
         }
-    }
-
-    /// The writes of the transaction's last execution.
-    pub(crate) fn writes(&self, tx: TxIdx) -> Arc<TxWrites> {
-        Arc::clone(&lock(&self.records[tx]).writes)
     }
 
     /// An account as transaction `tx` sees it: exact, with every credit below it.
@@ -211,22 +301,26 @@ impl MvMemory {
         let shard = self.shard(address);
         let mut credits = Vec::new();
         let mut base = AccountBase::PreState;
-        if let Some(map) = shard.get(&Location::Account(*address)) {
-            for (idx, entry) in map.range(..tx).rev() {
-                match entry {
-                    Entry::Estimate => return Err(Blocked(*idx)),
-                    Entry::Data(inc, WriteValue::Credit(amount)) => {
-                        credits.push((version(*idx, *inc), *amount));
-                    }
-                    Entry::Data(inc, WriteValue::Account(info, _)) => {
-                        base = AccountBase::Written(version(*idx, *inc), info.clone());
-                        break;
-                    }
-                    Entry::Data(..) => {}
+        if let Some(versions) = shard.get(&Location::Account(*address)) {
+            let floor = match versions.last_full_below(tx) {
+                None => 0,
+                Some((idx, Entry::Estimate)) => return Err(Blocked(idx)),
+                Some((idx, Entry::Data(inc, WriteValue::Account(info, _)))) => {
+                    base = AccountBase::Written(version(idx, *inc), info.clone());
+                    idx + 1
+                }
+                // Only account writes and credits are recorded at account locations.
+                Some((idx, Entry::Data(..))) => idx + 1,
+            };
+            for (idx, entry) in versions.below(tx) {
+                if *idx < floor {
+                    continue;
+                }
+                if let Entry::Data(inc, WriteValue::Credit(amount)) = entry {
+                    credits.push((version(*idx, *inc), *amount));
                 }
             }
         }
-        credits.reverse();
         Ok(AccountView { base, credits })
     }
 
@@ -237,18 +331,17 @@ impl MvMemory {
         tx: TxIdx,
     ) -> Result<AccountBase, Blocked> {
         let shard = self.shard(address);
-        if let Some(map) = shard.get(&Location::Account(*address)) {
-            for (idx, entry) in map.range(..tx).rev() {
-                match entry {
-                    Entry::Estimate => return Err(Blocked(*idx)),
-                    Entry::Data(inc, WriteValue::Account(info, _)) => {
-                        return Ok(AccountBase::Written(version(*idx, *inc), info.clone()));
-                    }
-                    Entry::Data(..) => {}
-                }
+        let Some(versions) = shard.get(&Location::Account(*address)) else {
+            return Ok(AccountBase::PreState);
+        };
+        match versions.last_full_below(tx) {
+            None => Ok(AccountBase::PreState),
+            Some((idx, Entry::Estimate)) => Err(Blocked(idx)),
+            Some((idx, Entry::Data(inc, WriteValue::Account(info, _)))) => {
+                Ok(AccountBase::Written(version(idx, *inc), info.clone()))
             }
+            Some((_, Entry::Data(..))) => Ok(AccountBase::PreState),
         }
-        Ok(AccountBase::PreState)
     }
 
     /// A storage slot as transaction `tx` sees it.
@@ -260,8 +353,7 @@ impl MvMemory {
     ) -> Result<StorageView, Blocked> {
         let shard = self.shard(address);
         let latest = |location: Location| -> Result<Option<(Version, Option<U256>)>, Blocked> {
-            let Some((idx, entry)) = shard.get(&location).and_then(|m| m.range(..tx).next_back())
-            else {
+            let Some((idx, entry)) = shard.get(&location).and_then(|m| m.last_below(tx)) else {
                 return Ok(None);
             };
             match entry {
@@ -320,6 +412,118 @@ impl MvMemory {
                 Err(Blocked(_)) => false,
             },
         })
+    }
+}
+
+/// Why a shard could not be folded into account changes.
+#[derive(Debug)]
+pub(crate) enum FoldFailure {
+    /// Two transactions wiped a contract's storage (see
+    /// [`AccountWriteKind::is_contract_wipe`](super::writes::AccountWriteKind::is_contract_wipe)).
+    RepeatedWipe(Address),
+    /// Lazy credits overflowed a balance.
+    Overflow(Address),
+    /// The pre-state failed, or the memory was not final.
+    Error(BlockError),
+}
+
+impl MvMemory {
+    /// Folds shard `k`'s final writes over the pre-state into the account changes of its
+    /// addresses (sorted), exactly as folding every transaction's writes in block order would,
+    /// and empties the shard (so it is freed by the worker that folds it).
+    ///
+    /// Only valid once the block is done: every location then holds the writes of each
+    /// transaction's last incarnation and no ESTIMATE.
+    pub(crate) fn fold_shard<DB: DatabaseRef>(
+        &self,
+        k: usize,
+        db: &DB,
+        fallback_on_repeated_wipe: bool,
+    ) -> Result<Vec<AccountChange>, FoldFailure> {
+        let shard = std::mem::take(&mut *lock(&self.shards[k]));
+        let not_final = |location: &Location, tx: TxIdx| {
+            FoldFailure::Error(BlockError::Custom {
+                index: tx,
+                message: format!("internal: ESTIMATE left at {location:?} after the block"),
+            })
+        };
+        let mut accounts: BTreeMap<Address, Pending> = BTreeMap::new();
+        let mut last_reset: HashMap<Address, TxIdx> = HashMap::default();
+        for (location, versions) in &shard {
+            if let Location::StorageReset(address) = location {
+                if let Some((tx, entry)) = versions.entries.last() {
+                    if matches!(entry, Entry::Estimate) {
+                        return Err(not_final(location, *tx));
+                    }
+                    last_reset.insert(*address, *tx);
+                    accounts.entry(*address).or_default().storage_reset = true;
+                }
+            }
+        }
+        for (location, versions) in &shard {
+            match location {
+                Location::Account(address) => {
+                    let pending = accounts.entry(*address).or_default();
+                    let mut wipes = 0;
+                    for (tx, entry) in &versions.entries {
+                        match entry {
+                            Entry::Estimate => return Err(not_final(location, *tx)),
+                            Entry::Data(_, WriteValue::Account(info, kind)) => {
+                                wipes += usize::from(kind.is_contract_wipe(info.as_ref()));
+                                pending.info = Some(info.clone());
+                                pending.mark(*kind);
+                            }
+                            Entry::Data(_, WriteValue::Credit(amount)) => {
+                                pending.credit(db, *address, *amount).map_err(|e| match e {
+                                    FoldError::Overflow(a) => FoldFailure::Overflow(a),
+                                    FoldError::Db(message) => {
+                                        FoldFailure::Error(BlockError::State { message })
+                                    }
+                                })?;
+                            }
+                            Entry::Data(..) => {}
+                        }
+                    }
+                    if fallback_on_repeated_wipe && wipes > 1 {
+                        return Err(FoldFailure::RepeatedWipe(*address));
+                    }
+                }
+                Location::Storage(address, slot) => match versions.entries.last() {
+                    Some((tx, Entry::Estimate)) => return Err(not_final(location, *tx)),
+                    Some((tx, Entry::Data(_, WriteValue::Storage(value)))) => {
+                        // A wipe by a later transaction drops the write; one by the same
+                        // transaction came before its slot writes.
+                        if last_reset.get(address).is_none_or(|reset| tx >= reset) {
+                            accounts
+                                .entry(*address)
+                                .or_default()
+                                .slots
+                                .insert(*slot, *value);
+                        }
+                    }
+                    _ => {}
+                },
+                Location::StorageReset(_) => {}
+            }
+        }
+        let mut out = Vec::with_capacity(accounts.len());
+        for (address, pending) in accounts {
+            out.extend(pending.finish(db, address).map_err(FoldFailure::Error)?);
+        }
+        drop(shard);
+        Ok(out)
+    }
+
+    /// Frees the records of transactions `range` (after the block).
+    pub(crate) fn clear_records(&self, range: std::ops::Range<TxIdx>) {
+        for record in &self.records[range] {
+            drop(std::mem::take(&mut *lock(record)));
+        }
+    }
+
+    /// Number of transactions.
+    pub(crate) fn block_size(&self) -> usize {
+        self.records.len()
     }
 }
 

@@ -39,8 +39,27 @@ pub(crate) enum AccountWriteKind {
     Changed,
     /// Created (CREATE/CREATE2, or an empty account materialised before Spurious Dragon).
     Created,
-    /// Self-destructed or removed as a touched empty account (EIP-161).
+    /// Self-destructed.
     Destroyed,
+    /// Removed as a touched empty account (EIP-161).
+    Removed,
+}
+
+impl AccountWriteKind {
+    /// Whether the write wipes storage a contract may have used: a self-destruct, or the
+    /// creation of an account with code. Two such wipes of one address within a block
+    /// (self-destruct and redeploy, create then destroy) are the hazard of
+    /// [`ParallelOptions::fallback_on_repeated_wipe`](super::ParallelOptions). An empty account
+    /// materialised before Spurious Dragon or removed under EIP-161 never had storage.
+    pub(crate) fn is_contract_wipe(self, info: Option<&AccountInfo>) -> bool {
+        match self {
+            AccountWriteKind::Destroyed => true,
+            AccountWriteKind::Created => {
+                info.is_some_and(|i| i.code_hash != revm::primitives::KECCAK_EMPTY)
+            }
+            AccountWriteKind::Changed | AccountWriteKind::Removed => false,
+        }
+    }
 }
 
 /// A value written to a [`Location`].
@@ -127,7 +146,7 @@ pub(crate) fn extract_writes(
             if !account.is_loaded_as_not_existing() {
                 entries.push((
                     Location::Account(*address),
-                    WriteValue::Account(None, AccountWriteKind::Destroyed),
+                    WriteValue::Account(None, AccountWriteKind::Removed),
                 ));
                 entries.push((Location::StorageReset(*address), WriteValue::StorageReset));
             }
