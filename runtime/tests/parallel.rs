@@ -447,6 +447,40 @@ fn hot_sender_nonce_chain() {
 }
 
 #[test]
+fn a_dominant_sender_runs_sequentially_by_default() {
+    let mut b = standard(SpecId::CANCUN, 4);
+    for i in 0..20 {
+        b.transfer(addr(1), addr(200 + i % 5), U256::from(1000 + i));
+    }
+    for i in 0..12 {
+        b.transfer(addr(2 + i % 3), addr(300), U256::from(7));
+    }
+    let seq = b.sequential();
+    let opts = ParallelOptions {
+        threads: 2,
+        min_transactions: 0,
+        min_gas: 0,
+        ..ParallelOptions::default()
+    };
+    let par = b.parallel(&opts);
+    assert_same(&seq, &par, "dominant sender");
+    assert_eq!(
+        par.expect("valid block").stats.fallback,
+        Some(FallbackReason::SenderChain {
+            sender: addr(1),
+            transactions: 20
+        })
+    );
+    // 20 of 32 is below a 0.7 share: parallel.
+    let par = b.parallel(&ParallelOptions {
+        max_sender_share: 0.7,
+        ..opts
+    });
+    assert_same(&seq, &par, "dominant sender, higher share");
+    assert_eq!(par.expect("valid block").stats.fallback, None);
+}
+
+#[test]
 fn many_transfers_to_one_recipient() {
     for &spec in &[
         SpecId::FRONTIER,
@@ -1032,31 +1066,34 @@ fn randomized_blocks_match_sequential() {
         .unwrap_or(300);
     let mut parallel_runs = 0;
     for seed in 0..cases {
-        let (b, threads) = random_block(seed);
+        let (b, random_threads) = random_block(seed);
         let seq = b.sequential();
-        // Default knobs; then no hazard fallback and no seeded estimates (more speculation,
-        // more validation failures and re-executions).
-        for fallback in [true, false] {
+        // Default knobs with 1 (the executor's sequential path), 2, 4 and 8 threads; then the
+        // block's random thread count with no hazard fallback and no seeded estimates (more
+        // speculation, more validation failures and re-executions).
+        let mut configs: Vec<(usize, bool)> = [1, 2, 4, 8].iter().map(|&t| (t, true)).collect();
+        configs.push((random_threads, false));
+        for (threads, defaults) in configs {
             let opts = ParallelOptions {
-                fallback_on_repeated_wipe: fallback,
-                seed_sender_estimates: fallback,
+                fallback_on_repeated_wipe: defaults,
+                seed_sender_estimates: defaults,
                 ..ParallelOptions::always_parallel(threads)
             };
             let what = format!(
-                "seed {seed}, spec {:?}, {threads} threads, fallback {fallback}",
+                "seed {seed}, spec {:?}, {threads} threads, default knobs {defaults}",
                 b.cfg.spec
             );
             let par = b.parallel_labeled(&opts, &what);
             assert_same(&seq, &par, &what);
             if let Ok(p) = &par {
-                if p.stats.fallback.is_none() {
+                if threads > 1 && p.stats.fallback.is_none() {
                     parallel_runs += 1;
                 }
             }
         }
     }
     // Most blocks really ran in parallel (the comparison above is not vacuous).
-    assert!(parallel_runs > cases, "{parallel_runs} parallel runs");
+    assert!(parallel_runs > 2 * cases, "{parallel_runs} parallel runs");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -325,6 +325,34 @@ fn cli_json_exit_codes_and_refusals() {
     let v = assert_json_shape(&out, 2);
     assert_eq!(v["blocks"][0]["gas_used"].as_u64().unwrap() % 21_000, 0);
 
+    // --compare: every mode on one block, the same outcome, JSON with per-mode columns.
+    let (code, out, err) = ember(&[
+        "block",
+        b,
+        "--compare",
+        "--threads",
+        "2",
+        "--repeat",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("--compare --json is JSON");
+    assert_eq!(v["modes"], serde_json::json!(["seq-interp", "par2-interp"]));
+    assert_eq!(v["blocks"][0]["gas_used"], 12494001);
+    assert_eq!(v["blocks"][0]["ok"], true);
+    assert_eq!(v["blocks"][0]["seconds"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["total"]["ratio"][0], 1.0);
+    let (code, out, err) = ember(&["block", b, "--compare", "--threads", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("xpar2-interp") && out.contains("blocks below 0.95x"),
+        "{out}"
+    );
+    let (code, _, err) = ember(&["block", b, "--compare", "--threads", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--compare needs --threads"), "{err}");
+
     // A block whose header disagrees: exit 1, the field named, one error line.
     let tmp = scratch("cli");
     let bad = copy_block(11814555, &tmp);
