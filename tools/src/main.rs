@@ -275,6 +275,11 @@ struct ConformanceArgs {
     /// Failures printed in full (all are in the JSON report).
     #[arg(long, default_value_t = 20)]
     max_failures: usize,
+    /// `blocktest` only: execute each block's transactions with the parallel executor
+    /// (Block-STM, even for tiny blocks) on this many threads and commit its state changes,
+    /// instead of one transaction after the other.
+    #[arg(long, value_name = "THREADS")]
+    parallel: Option<usize>,
 }
 
 /// `--mode` of the conformance commands.
@@ -310,7 +315,14 @@ fn cmd_conformance(kind: &str, a: ConformanceArgs) -> Result<ExitCode, String> {
         progress: true,
         include_slow: a.include_slow,
         aot_lib: a.lib,
+        block_threads: a.parallel.unwrap_or(0),
     };
+    if kind == "statetest" && a.parallel.is_some() {
+        return Err("--parallel applies to blocktest only".into());
+    }
+    if a.parallel.is_some_and(|t| t < 2) {
+        return Err("--parallel needs at least 2 threads".into());
+    }
     let report = if kind == "statetest" {
         conformance::statetest::run(&a.paths, &opts)?
     } else {

@@ -35,6 +35,7 @@ fn opts(modes: &[TestMode]) -> Options {
         progress: false,
         include_slow: false,
         aot_lib: None,
+        block_threads: 0,
     }
 }
 
@@ -123,6 +124,26 @@ fn blockchain_valid_blocks_interp_jit_and_aot() {
     for m in &report.modes[1..] {
         assert!(m.native_frames > m.interpreted_frames, "{m:?}");
     }
+}
+
+#[test]
+fn blockchain_valid_blocks_through_the_parallel_executor() {
+    let dir = tests_dir().join("BlockchainTests/ValidBlocks");
+    let modes = [TestMode::Interp, TestMode::Jit];
+    let report = blocktest::run(
+        &[dir],
+        &Options {
+            block_threads: 2,
+            ..opts(&modes)
+        },
+    )
+    .expect("runs");
+    assert_clean(&report, 2);
+    assert!(
+        report.modes[1].native_frames > report.modes[1].interpreted_frames,
+        "{:?}",
+        report.modes[1]
+    );
 }
 
 /// A scratch directory under the target dir.

@@ -6,7 +6,7 @@ use super::BlockError;
 use revm::bytecode::Bytecode;
 use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, Bytes, B256, KECCAK_EMPTY, U256};
-use revm::state::AccountInfo;
+use revm::state::{Account, AccountInfo, EvmState, EvmStorageSlot, TransactionId};
 use std::collections::BTreeMap;
 
 /// An account as it stands at the end of the block.
@@ -48,6 +48,62 @@ impl AccountChange {
     pub fn storage_cleared(&self) -> bool {
         self.created || self.destroyed
     }
+}
+
+/// A block's changes as revm's [`EvmState`], ready for [`DatabaseCommit::commit`] on the
+/// database the block ran on (a `revm::database::State`, say), which then holds the block's
+/// post-state: destroyed accounts are self-destructed, accounts whose storage was wiped
+/// (created, or destroyed and created again) are newly created with their final storage, the
+/// others changed. `db` is that database before the commit (pre-block values: the code of
+/// accounts whose code did not change, the original values of changed slots).
+///
+/// [`DatabaseCommit::commit`]: revm::database_interface::DatabaseCommit::commit
+pub fn changes_to_evm_state<DB: DatabaseRef>(
+    changes: &[AccountChange],
+    db: &DB,
+) -> Result<EvmState, DB::Error> {
+    let mut out = EvmState::default();
+    for c in changes {
+        let before = db.basic_ref(c.address)?;
+        let mut account = match &before {
+            Some(info) => Account::from(info.clone()),
+            None => Account::new_not_existing(TransactionId::ZERO),
+        };
+        account.mark_touch();
+        match &c.account {
+            None => account.mark_selfdestruct(),
+            Some(state) => {
+                let code = match &state.code {
+                    Some(bytes) => Some(Bytecode::new_raw(bytes.clone())),
+                    None => before.as_ref().and_then(|b| b.code.clone()),
+                };
+                account.info = AccountInfo {
+                    balance: state.balance,
+                    nonce: state.nonce,
+                    code_hash: state.code_hash,
+                    code,
+                    account_id: None,
+                };
+                let cleared = c.storage_cleared();
+                if cleared {
+                    account.mark_created();
+                }
+                for (slot, value) in &c.storage {
+                    let original = if cleared {
+                        U256::ZERO
+                    } else {
+                        db.storage_ref(c.address, *slot)?
+                    };
+                    account.storage.insert(
+                        *slot,
+                        EvmStorageSlot::new_changed(original, *value, TransactionId::ZERO),
+                    );
+                }
+            }
+        }
+        out.insert(c.address, account);
+    }
+    Ok(out)
 }
 
 /// What the block did to one account, before it is compared with the pre-state.

@@ -35,7 +35,7 @@ mod scheduler;
 mod sequential;
 mod writes;
 
-pub use changes::{AccountChange, AccountState};
+pub use changes::{changes_to_evm_state, AccountChange, AccountState};
 pub use executor::execute_block;
 pub use sequential::execute_block_sequential;
 

@@ -19,9 +19,10 @@ use super::{
     run_files, segments_agree, CaseId, Failure, FileOutcome, FrameCounters, Options, Provider,
     Report, Skip, TestMode,
 };
-use revm::context::{BlockEnv, CfgEnv};
+use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::context_interface::block::BlobExcessGasAndPrice;
 use revm::database::{EmptyDB, State};
+use revm::database_interface::DatabaseCommit;
 use revm::handler::{MainBuilder, MainContext, SystemCallCommitEvm};
 use revm::primitives::{address, hardfork::SpecId, keccak256, Address, Bytes, B256, U256};
 use revm::state::{AccountInfo, Bytecode};
@@ -169,6 +170,7 @@ fn run_test(
     counters: Option<&FrameCounters>,
     stop_after: Option<usize>,
     probe: Option<&mut Probe<'_>>,
+    block_threads: usize,
 ) -> (State<EmptyDB>, Option<TestFailure>) {
     let mut state = State::builder().build();
     for (address, acc) in test.pre.0.iter() {
@@ -186,7 +188,14 @@ fn run_test(
         );
     }
     let r = run_blocks(
-        &mut state, test, spec, provider, counters, stop_after, probe,
+        &mut state,
+        test,
+        spec,
+        provider,
+        counters,
+        stop_after,
+        probe,
+        block_threads,
     );
     (state, r.err())
 }
@@ -199,6 +208,7 @@ fn run_blocks(
     counters: Option<&FrameCounters>,
     stop_after: Option<usize>,
     mut probe: Option<&mut Probe<'_>>,
+    block_threads: usize,
 ) -> Result<(), TestFailure> {
     if let Some((a, _)) = test.pre.0.iter().find(|(_, a)| !fits_u64(a.nonce)) {
         return Err(fail(
@@ -246,6 +256,7 @@ fn run_blocks(
             counters,
             parent_hash,
             p,
+            block_threads,
         ) {
             Ok(hash) => {
                 if let Some(exc) = &block.expect_exception {
@@ -316,6 +327,7 @@ fn run_block(
     counters: Option<&FrameCounters>,
     parent_hash: B256,
     mut probe: Option<&mut Probe<'_>>,
+    block_threads: usize,
 ) -> Result<B256, TestFailure> {
     let h = block
         .block_header
@@ -358,6 +370,7 @@ fn run_block(
         }
     }
     let mut gas_used = 0u64;
+    let mut tx_envs = Vec::new();
     for (t, tx) in block.transactions.iter().flatten().enumerate() {
         if !fits_u64(tx.gas_limit) || !fits_u64(tx.nonce) {
             return Err(fail(
@@ -396,6 +409,10 @@ fn run_block(
             }),
         }
         .map_err(|e| fail(n, format!("transaction {t}: {e}")))?;
+        if block_threads >= 2 {
+            tx_envs.push(tx_env);
+            continue;
+        }
         if let Some(p) = probe.as_deref_mut() {
             p(n, t, state, cfg, &env, &tx_env);
         }
@@ -404,6 +421,18 @@ fn run_block(
             Ok(r) => gas_used += r.tx_gas_used(),
             Err(e) => return Err(fail(n, format!("transaction {t} invalid: {e}"))),
         }
+    }
+    if block_threads >= 2 {
+        gas_used = execute_in_parallel(
+            state,
+            cfg,
+            &env,
+            &tx_envs,
+            provider,
+            counters,
+            block_threads,
+        )
+        .map_err(|e| fail(n, e))?;
     }
     if spec.is_enabled_in(SpecId::SHANGHAI) {
         for w in block.withdrawals.iter().flatten() {
@@ -447,6 +476,86 @@ fn run_block(
     }
     state.block_hashes.insert(h.number.to::<u64>(), hash);
     Ok(hash)
+}
+
+/// A read-only, shareable view of the test's `State` (whose state hook makes it `!Sync`):
+/// exactly what `State<EmptyDB>`'s `DatabaseRef` answers, from its cache and block hashes.
+struct StateView<'a> {
+    cache: &'a revm::database::CacheState,
+    block_hashes: &'a revm::database::states::block_hash_cache::BlockHashCache,
+}
+
+impl revm::database_interface::DatabaseRef for StateView<'_> {
+    type Error = std::convert::Infallible;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        Ok(self
+            .cache
+            .accounts
+            .get(&address)
+            .and_then(|a| a.account_info()))
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        Ok(self
+            .cache
+            .contracts
+            .get(&code_hash)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, Self::Error> {
+        // The database under the test's `State` is empty: a slot the cache does not hold is 0.
+        Ok(self
+            .cache
+            .accounts
+            .get(&address)
+            .and_then(|a| a.account.as_ref())
+            .and_then(|a| a.storage.get(&index).copied())
+            .unwrap_or_default())
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        match self.block_hashes.get(number) {
+            Some(hash) => Ok(hash),
+            None => EmptyDB::default().block_hash_ref(number),
+        }
+    }
+}
+
+/// Executes a block's transactions with the parallel executor on top of `state` (read-only
+/// while the block runs), then commits the block's state changes; returns the gas used.
+#[allow(clippy::too_many_arguments)]
+fn execute_in_parallel(
+    state: &mut State<EmptyDB>,
+    cfg: &CfgEnv,
+    env: &BlockEnv,
+    txs: &[TxEnv],
+    provider: &Provider<'_>,
+    counters: Option<&FrameCounters>,
+    threads: usize,
+) -> Result<u64, String> {
+    let view = StateView {
+        cache: &state.cache,
+        block_hashes: &state.block_hashes,
+    };
+    let out = ember_runtime::parallel::execute_block(
+        cfg,
+        env,
+        txs,
+        &view,
+        provider,
+        &ember_runtime::parallel::ParallelOptions::always_parallel(threads),
+    )
+    .map_err(|e| format!("parallel execution: {e}"))?;
+    if let Some(c) = counters {
+        c.add(out.stats.native_runs, out.stats.interpreted_runs);
+    }
+    let changes = ember_runtime::parallel::changes_to_evm_state(&out.changes, &view)
+        .map_err(|e| format!("reading the pre-block state: {e}"))?;
+    state.commit(changes);
+    Ok(out.gas_used())
 }
 
 /// The sender (and EIP-155 chain id) of a legacy (type 0) transaction given only its
@@ -579,7 +688,15 @@ fn run_file(
                 continue;
             }
         };
-        let (final_state, failure) = run_test(test, spec, provider, Some(counters), None, None);
+        let (final_state, failure) = run_test(
+            test,
+            spec,
+            provider,
+            Some(counters),
+            None,
+            None,
+            opts.block_threads,
+        );
         let Some(f) = failure else {
             out.passed += 1;
             continue;
@@ -597,8 +714,10 @@ fn run_file(
             actual_root: f.actual_root,
             ..Failure::new(id, mode, message)
         };
-        if !provider.is_interp() {
-            let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None, None);
+        // Diagnose against sequential interpretation: a parallel run in the interpreter is
+        // compared too (a failure that only the parallel path shows is the executor's).
+        if !provider.is_interp() || opts.block_threads >= 2 {
+            let (_, interp_failure) = run_test(test, spec, &Provider::None, None, None, None, 0);
             failure.interpreter_passes = Some(interp_failure.is_none());
             if interp_failure.is_none() {
                 let mut divergence: Option<String> = None;
@@ -620,6 +739,7 @@ fn run_file(
                     None,
                     Some(f.block),
                     Some(&mut probe),
+                    0,
                 );
                 failure.first_difference =
                     first_difference(&flatten(&interp_state.cache), &flatten(&final_state.cache));

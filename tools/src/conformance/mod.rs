@@ -76,6 +76,10 @@ pub struct Options {
     /// AOT mode: load this library instead of compiling the tests' contracts into a
     /// temporary one.
     pub aot_lib: Option<std::path::PathBuf>,
+    /// Blocktest: execute each block's transactions with the parallel executor
+    /// (`ember_runtime::parallel::execute_block`, Block-STM, always parallel) on this many
+    /// threads, then commit its state changes; 0 or 1: one transaction after the other.
+    pub block_threads: usize,
 }
 
 impl Options {
