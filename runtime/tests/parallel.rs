@@ -684,6 +684,7 @@ fn suspension_followed_by_a_beneficiary_read() {
                 for seeded in [true, false] {
                     let opts = ParallelOptions {
                         seed_sender_estimates: seeded,
+                        wait_on_running: iteration % 2 == 0,
                         ..ParallelOptions::always_parallel(threads)
                     };
                     let what = format!("iteration {iteration}, seeded estimates {seeded}");
@@ -1069,14 +1070,16 @@ fn randomized_blocks_match_sequential() {
         let (b, random_threads) = random_block(seed);
         let seq = b.sequential();
         // Default knobs with 1 (the executor's sequential path), 2, 4 and 8 threads; then the
-        // block's random thread count with no hazard fallback and no seeded estimates (more
-        // speculation, more validation failures and re-executions).
+        // block's random thread count with no hazard fallback, no seeded estimates (more
+        // speculation, more validation failures and re-executions) and waits on running
+        // executions instead of suspensions.
         let mut configs: Vec<(usize, bool)> = [1, 2, 4, 8].iter().map(|&t| (t, true)).collect();
         configs.push((random_threads, false));
         for (threads, defaults) in configs {
             let opts = ParallelOptions {
                 fallback_on_repeated_wipe: defaults,
                 seed_sender_estimates: defaults,
+                wait_on_running: !defaults,
                 ..ParallelOptions::always_parallel(threads)
             };
             let what = format!(

@@ -1087,9 +1087,12 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let seconds: f64 = reports.iter().map(|r| r.seconds).sum();
     let mut by = BTreeMap::new();
     let (mut reexec, mut native, mut interp, mut sequential) = (0u64, 0u64, 0u64, 0usize);
+    let (mut waits, mut suspensions) = (0u64, 0u64);
     for r in reports {
         if let Some(s) = &r.stats {
             reexec += s.reexecutions;
+            waits += s.dependency_waits;
+            suspensions += s.dependency_suspensions;
             native += s.native_runs;
             interp += s.interpreted_runs;
             if let Some(f) = &s.fallback {
@@ -1118,7 +1121,8 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let reasons: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
     format!(
         "total: {} block(s), {} ok, {failed} failed; {txs} txs, {gas} gas in {seconds:.4} s: \
-         {:.1} Mgas/s\n       {reexec} re-executions; {sequential} block(s) ran sequentially{}; \
+         {:.1} Mgas/s\n       {reexec} re-executions, {waits} dependency waits, {suspensions} suspensions; \
+         {sequential} block(s) ran sequentially{}; \
          frames: {native} native, {interp} interpreted",
         reports.len(),
         reports.len() - failed,

@@ -197,7 +197,7 @@ where
             opts,
             precompiles: Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec)),
             mv,
-            scheduler: Scheduler::new(n),
+            scheduler: Scheduler::new(n, opts.wait_on_running),
             codes: CodeCache::new(),
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),

@@ -3,11 +3,12 @@
 //! status with incarnation numbers, and dependency lists of transactions suspended on an
 //! ESTIMATE.
 //!
-//! Two departures from the paper: a read that hits the ESTIMATE of a transaction that is being
-//! executed right now waits for it on a condition variable instead of abandoning its execution
-//! (the chain of such waits strictly descends in transaction index and ends at a running
-//! execution, so it cannot deadlock); and an idle worker sleeps on a condition variable until
-//! the scheduler's state changes instead of spinning.
+//! Two optional or small departures from the paper: with `wait_on_running`, a read that hits
+//! the ESTIMATE of a transaction that is being executed right now waits for it on a condition
+//! variable instead of abandoning its execution (the chain of such waits strictly descends in
+//! transaction index and ends at a running execution, so it cannot deadlock); and an idle
+//! worker sleeps on a condition variable until the scheduler's state changes instead of
+//! spinning.
 
 use super::mvmemory::{Incarnation, TxIdx, Version};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -67,10 +68,13 @@ pub(crate) struct Scheduler {
     pub(crate) waits: AtomicU64,
     /// Executions suspended on an ESTIMATE.
     pub(crate) suspensions: AtomicU64,
+    /// Whether a read that hits the ESTIMATE of a running execution waits for it (see
+    /// `ParallelOptions::wait_on_running`).
+    wait_on_running: bool,
 }
 
 impl Scheduler {
-    pub(crate) fn new(block_size: usize) -> Self {
+    pub(crate) fn new(block_size: usize, wait_on_running: bool) -> Self {
         Self {
             block_size,
             execution_idx: AtomicUsize::new(0),
@@ -91,6 +95,7 @@ impl Scheduler {
             idle_cv: Condvar::new(),
             waits: AtomicU64::new(0),
             suspensions: AtomicU64::new(0),
+            wait_on_running,
         }
     }
 
@@ -297,7 +302,7 @@ impl Scheduler {
             loop {
                 match *status {
                     Status::Executed(_) => return DependencyOutcome::Retry,
-                    Status::Executing(_) if !self.done() => {
+                    Status::Executing(_) if self.wait_on_running && !self.done() => {
                         if !waited {
                             self.waits.fetch_add(1, Ordering::Relaxed);
                             waited = true;
@@ -426,7 +431,7 @@ mod tests {
 
     #[test]
     fn one_worker_executes_then_validates_everything() {
-        let s = Scheduler::new(3);
+        let s = Scheduler::new(3, true);
         let mut order = Vec::new();
         let mut task = None;
         while !s.done() {
@@ -457,7 +462,7 @@ mod tests {
 
     #[test]
     fn failed_validation_hands_back_the_next_incarnation() {
-        let s = Scheduler::new(2);
+        let s = Scheduler::new(2, true);
         assert_eq!(s.next_task(), Some(Task::Execute(v(0, 0))));
         assert_eq!(s.finish_execution(v(0, 0), true), None);
         assert_eq!(s.next_task(), Some(Task::Validate(v(0, 0))));
@@ -470,7 +475,7 @@ mod tests {
 
     #[test]
     fn suspended_dependents_resume_when_the_blocker_finishes() {
-        let s = Scheduler::new(2);
+        let s = Scheduler::new(2, true);
         assert_eq!(s.next_task(), Some(Task::Execute(v(0, 0))));
         // Validating 0 while it executes fails (a lost race, not a lack of work)...
         assert_eq!(s.next_task(), None);
