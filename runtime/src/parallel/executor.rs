@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 type TxResult = Result<ExecutionResult<HaltReason>, BlockError>;
 
+/// One shard's account changes, or why they could not be folded.
+type FoldedShard = Result<Vec<AccountChange>, FoldFailure>;
+
 /// Shards of the multi-version memory (locks, and units of the final fold).
 const SHARDS: usize = 64;
 
@@ -157,7 +160,7 @@ struct Executor<'a, DB, P> {
     next_shard: AtomicUsize,
     next_records: AtomicUsize,
     /// Per shard of the multi-version memory, its folded account changes.
-    folded: Box<[Mutex<Option<Result<Vec<AccountChange>, FoldFailure>>>]>,
+    folded: Box<[Mutex<Option<FoldedShard>>]>,
     stall_reported: AtomicBool,
     executions: AtomicU64,
     reexecutions: AtomicU64,

@@ -490,16 +490,16 @@ impl MvMemory {
                 }
                 Location::Storage(address, slot) => match versions.entries.last() {
                     Some((tx, Entry::Estimate)) => return Err(not_final(location, *tx)),
-                    Some((tx, Entry::Data(_, WriteValue::Storage(value)))) => {
-                        // A wipe by a later transaction drops the write; one by the same
-                        // transaction came before its slot writes.
-                        if last_reset.get(address).is_none_or(|reset| tx >= reset) {
-                            accounts
-                                .entry(*address)
-                                .or_default()
-                                .slots
-                                .insert(*slot, *value);
-                        }
+                    // A wipe by a later transaction drops the write; one by the same
+                    // transaction came before its slot writes.
+                    Some((tx, Entry::Data(_, WriteValue::Storage(value))))
+                        if last_reset.get(address).is_none_or(|reset| tx >= reset) =>
+                    {
+                        accounts
+                            .entry(*address)
+                            .or_default()
+                            .slots
+                            .insert(*slot, *value);
                     }
                     _ => {}
                 },

@@ -163,6 +163,7 @@ fn fail(block: usize, message: impl Into<String>) -> TestFailure {
 
 /// Executes `test`; returns the final state, and the failure if any. With `stop_after`, stops
 /// after that block (for comparing states at a failing block).
+#[allow(clippy::too_many_arguments)]
 fn run_test(
     test: &BlockchainTestCase,
     spec: SpecId,
@@ -200,6 +201,7 @@ fn run_test(
     (state, r.err())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_blocks(
     state: &mut State<EmptyDB>,
     test: &BlockchainTestCase,
