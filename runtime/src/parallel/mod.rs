@@ -82,8 +82,9 @@ pub struct ParallelOptions {
     /// execution to finish (then reads its result) instead of abandoning the reading execution
     /// and registering as its dependent (the paper's behaviour). Default `false`: measured on
     /// the mainnet blocks with two threads, waiting idles a core for the rest of the blocking
-    /// transaction (491 waits over the 68 blocks) and was 5-20% slower than suspending, which
-    /// lets the worker run other transactions meanwhile at the cost of more re-executions.
+    /// transaction (491 waits over the 68 blocks) and was about 12% slower than suspending
+    /// (three alternating runs each), which lets the worker run other transactions meanwhile
+    /// at the cost of more re-executions.
     pub wait_on_running: bool,
 }
 
@@ -96,9 +97,13 @@ impl ParallelOptions {
     /// ~7 µs and a typical mainnet transaction in ~30 µs (797 Mgas in ~0.52 s of CPU). With two
     /// threads that pays off from roughly 8 contract calls or 20 transfers.
     pub const DEFAULT_MIN_TRANSACTIONS: usize = 8;
-    /// Default of [`ParallelOptions::min_gas`]: about 250k gas of sequential work (~160 µs)
-    /// covers the fixed cost; gas limits overstate gas used, hence the margin.
-    pub const DEFAULT_MIN_GAS: u64 = 500_000;
+    /// Default of [`ParallelOptions::min_gas`] (the sum of the transactions' gas limits, known
+    /// before execution). Measured with `ember block ../shared/mainnet --compare --threads 2`:
+    /// the five mainnet blocks whose limits add up to less than 4M gas (0.4-1.9M gas used,
+    /// under 1 ms of sequential work) ran at 0.23-0.72x in parallel, the fixed cost of a
+    /// parallel run (threads, per-block tables, the fold) being a large part of their time;
+    /// the next ones (4.3M and more) broke even or gained.
+    pub const DEFAULT_MIN_GAS: u64 = 4_000_000;
     /// Default of [`ParallelOptions::max_sender_share`]. Measured on the 68 mainnet blocks: the
     /// blocks of one dominant sender (mining-pool payouts from the beneficiary, exchange
     /// withdrawals: 91-99% of their transactions from one account) ran 2-6x slower in parallel
