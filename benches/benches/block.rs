@@ -8,6 +8,11 @@
 //! the synthetic workloads run.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+
+/// The same allocator as the `ember` binary (see tools/src/main.rs), so the bench and
+/// `ember block` measure the same thing.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ember_compiler::{JitCache, OptLevel};
 use ember_runtime::parallel::ParallelOptions;
 use ember_runtime::{NativeProvider, NoNative};

@@ -1070,14 +1070,14 @@ fn randomized_blocks_match_sequential() {
         let (b, random_threads) = random_block(seed);
         let seq = b.sequential();
         // Default knobs with 1 (the executor's sequential path), 2, 4 and 8 threads; then the
-        // block's random thread count with no hazard fallback, no seeded estimates (more
-        // speculation, more validation failures and re-executions) and waits on running
-        // executions instead of suspensions.
+        // block's random thread count with every knob off its default: the repeated-wipe
+        // fallback, no seeded estimates (more speculation, more validation failures and
+        // re-executions) and waits on running executions instead of suspensions.
         let mut configs: Vec<(usize, bool)> = [1, 2, 4, 8].iter().map(|&t| (t, true)).collect();
         configs.push((random_threads, false));
         for (threads, defaults) in configs {
             let opts = ParallelOptions {
-                fallback_on_repeated_wipe: defaults,
+                fallback_on_repeated_wipe: !defaults,
                 seed_sender_estimates: defaults,
                 wait_on_running: !defaults,
                 ..ParallelOptions::always_parallel(threads)

@@ -241,6 +241,11 @@ struct BlockArgs {
     /// [per mode]}], "total": {"gas", "seconds", "gas_per_sec", "ratio"}}`.
     #[arg(long, conflicts_with = "check")]
     compare: bool,
+    /// Fall back to sequential execution when two transactions wipe one contract's storage
+    /// (`ParallelOptions::fallback_on_repeated_wipe`; off by default: the executor handles it,
+    /// and measured faster).
+    #[arg(long)]
+    wipe_fallback: bool,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -649,6 +654,9 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
     let mut opts = RunOptions::new(threads);
     if a.always_parallel {
         opts.parallel = ember_runtime::parallel::ParallelOptions::always_parallel(threads);
+    }
+    if a.wipe_fallback {
+        opts.parallel.fallback_on_repeated_wipe = true;
     }
     opts.check = a.check;
     opts.repeat = a.repeat;
