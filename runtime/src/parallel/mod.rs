@@ -95,11 +95,12 @@ pub struct ParallelOptions {
 impl ParallelOptions {
     /// Default of [`ParallelOptions::min_transactions`].
     ///
-    /// Measured (interpreter, release build): a parallel run costs a fixed ~60-100 µs (thread
-    /// start and join, per-block tables) plus ~5 µs of CPU per transaction (multi-version
-    /// bookkeeping and validation) over sequential execution, which runs a plain transfer in
-    /// ~7 µs and a typical mainnet transaction in ~30 µs (797 Mgas in ~0.52 s of CPU). With two
-    /// threads that pays off from roughly 8 contract calls or 20 transfers.
+    /// Measured (interpreter, release build): a parallel run costs a fixed ~100 µs (thread
+    /// start and join, per-block tables; a two-transfer block takes ~0.1 ms in parallel) plus
+    /// 2-5 µs of CPU per transaction (multi-version bookkeeping and validation) over
+    /// sequential execution, which runs a plain transfer in ~5 µs and a mainnet transaction in
+    /// ~20 µs on average (797 Mgas of the 68 mainnet blocks in ~0.37 s). Blocks this small
+    /// never pay for that; [`ParallelOptions::DEFAULT_MIN_GAS`] is the stronger bound.
     pub const DEFAULT_MIN_TRANSACTIONS: usize = 8;
     /// Default of [`ParallelOptions::min_gas`] (the sum of the transactions' gas limits, known
     /// before execution). Measured with `ember block ../shared/mainnet --compare --threads 2`:
