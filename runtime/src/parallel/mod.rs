@@ -3,7 +3,7 @@
 //! [`EmberEvm`](crate::EmberEvm).
 //!
 //! [`execute_block`] runs a block's transactions speculatively on several threads against a
-//! multi-version memory ([`mvmemory`]), validates every execution's reads, re-executes on
+//! multi-version memory (module `mvmemory`), validates every execution's reads, re-executes on
 //! conflict, and produces exactly what [`execute_block_sequential`] (one transaction after the
 //! other over revm's `State`) produces: the same results, gas, logs and state changes.
 //!
