@@ -248,10 +248,12 @@ where
     /// neither the fold nor the freeing is a serial tail.
     fn fold(&self) {
         let allowed = *self.fold_allowed.get_or_init(|| {
-            self.hazard
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_none()
+            self.scheduler.violation().is_none()
+                && self
+                    .hazard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_none()
                 && self.scheduler.first_unexecuted().is_none()
                 && self.results.iter().all(|r| {
                     matches!(
@@ -268,9 +270,9 @@ where
             if k >= self.folded.len() {
                 break;
             }
-            let r = self
-                .mv
-                .fold_shard(k, self.db, self.opts.fallback_on_repeated_wipe);
+            // Repeated contract wipes need no check here: with the fallback on, the second
+            // one to be recorded has already halted the block (`note_contract_wipe`).
+            let r = self.mv.fold_shard(k, self.db);
             *self.folded[k]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(r);
@@ -499,6 +501,9 @@ where
 
     /// Collects the committed results and folds the writes into the block's changes.
     fn finish(self) -> Result<(Vec<TxOutput>, Vec<AccountChange>), Finish> {
+        if let Some(message) = self.scheduler.violation() {
+            return Err(Finish::Error(BlockError::Custom { index: 0, message }));
+        }
         if let Some(reason) = self
             .hazard
             .into_inner()
@@ -540,9 +545,6 @@ where
         for slot in self.folded.into_vec() {
             match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
                 Some(Ok(part)) => changes.extend(part),
-                Some(Err(FoldFailure::RepeatedWipe(a))) => {
-                    return Err(Finish::Fallback(FallbackReason::RepeatedWipe(a)))
-                }
                 Some(Err(FoldFailure::Overflow(a))) => {
                     return Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
                 }

@@ -202,14 +202,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether `a` has a location `b` lacks. Linear for the usual handful of locations, hashed
-/// beyond.
-fn has_location_outside(a: &[Location], b: &[Location]) -> bool {
+/// The locations of `a` that `b` lacks. Linear for the usual handful of locations, one hash
+/// set of `b` beyond.
+fn missing_from<'a>(a: &'a [Location], b: &[Location]) -> Vec<&'a Location> {
     if a.len() * b.len() <= 256 {
-        a.iter().any(|l| !b.contains(l))
+        a.iter().filter(|l| !b.contains(l)).collect()
     } else {
         let set: HashSet<&Location> = b.iter().collect();
-        a.iter().any(|l| !set.contains(l))
+        a.iter().filter(|l| !set.contains(l)).collect()
     }
 }
 
@@ -266,14 +266,12 @@ impl MvMemory {
         let wrote_new = if previous.is_empty() {
             !locations.is_empty()
         } else {
-            for stale in previous.iter() {
-                if has_location_outside(std::slice::from_ref(stale), &locations) {
-                    if let Some(versions) = self.shard(stale.address()).get_mut(stale) {
-                        versions.remove(tx);
-                    }
+            for stale in missing_from(&previous, &locations) {
+                if let Some(versions) = self.shard(stale.address()).get_mut(stale) {
+                    versions.remove(tx);
                 }
             }
-            has_location_outside(&locations, &previous)
+            !missing_from(&locations, &previous).is_empty()
         };
         *lock(&self.records[tx]) = TxRecord {
             reads: Arc::new(reads),
@@ -418,13 +416,19 @@ impl MvMemory {
 /// Why a shard could not be folded into account changes.
 #[derive(Debug)]
 pub(crate) enum FoldFailure {
-    /// Two transactions wiped a contract's storage (see
-    /// [`AccountWriteKind::is_contract_wipe`](super::writes::AccountWriteKind::is_contract_wipe)).
-    RepeatedWipe(Address),
     /// Lazy credits overflowed a balance.
     Overflow(Address),
     /// The pre-state failed, or the memory was not final.
     Error(BlockError),
+}
+
+impl From<FoldError> for FoldFailure {
+    fn from(e: FoldError) -> Self {
+        match e {
+            FoldError::Overflow(a) => FoldFailure::Overflow(a),
+            FoldError::Db(message) => FoldFailure::Error(BlockError::State { message }),
+        }
+    }
 }
 
 impl MvMemory {
@@ -438,7 +442,6 @@ impl MvMemory {
         &self,
         k: usize,
         db: &DB,
-        fallback_on_repeated_wipe: bool,
     ) -> Result<Vec<AccountChange>, FoldFailure> {
         let shard = std::mem::take(&mut *lock(&self.shards[k]));
         let not_final = |location: &Location, tx: TxIdx| {
@@ -464,28 +467,18 @@ impl MvMemory {
             match location {
                 Location::Account(address) => {
                     let pending = accounts.entry(*address).or_default();
-                    let mut wipes = 0;
                     for (tx, entry) in &versions.entries {
                         match entry {
                             Entry::Estimate => return Err(not_final(location, *tx)),
                             Entry::Data(_, WriteValue::Account(info, kind)) => {
-                                wipes += usize::from(kind.is_contract_wipe(info.as_ref()));
                                 pending.info = Some(info.clone());
                                 pending.mark(*kind);
                             }
                             Entry::Data(_, WriteValue::Credit(amount)) => {
-                                pending.credit(db, *address, *amount).map_err(|e| match e {
-                                    FoldError::Overflow(a) => FoldFailure::Overflow(a),
-                                    FoldError::Db(message) => {
-                                        FoldFailure::Error(BlockError::State { message })
-                                    }
-                                })?;
+                                pending.credit(db, *address, *amount)?;
                             }
                             Entry::Data(..) => {}
                         }
-                    }
-                    if fallback_on_repeated_wipe && wipes > 1 {
-                        return Err(FoldFailure::RepeatedWipe(*address));
                     }
                 }
                 Location::Storage(address, slot) => match versions.entries.last() {

@@ -71,6 +71,8 @@ pub(crate) struct Scheduler {
     /// Whether a read that hits the ESTIMATE of a running execution waits for it (see
     /// `ParallelOptions::wait_on_running`).
     wait_on_running: bool,
+    /// Set when an invariant was found broken (see [`Scheduler::release_task`]).
+    violation: Mutex<Option<String>>,
 }
 
 impl Scheduler {
@@ -96,6 +98,7 @@ impl Scheduler {
             waits: AtomicU64::new(0),
             suspensions: AtomicU64::new(0),
             wait_on_running,
+            violation: Mutex::new(None),
         }
     }
 
@@ -144,18 +147,24 @@ impl Scheduler {
     ///
     /// Every task is released exactly once; releasing one twice would wrap the count around
     /// (the block would never be done) or zero it while a task still runs (the block would be
-    /// done too early). A release without a task is a scheduler bug: stop every worker and
-    /// panic instead of hanging.
+    /// done too early). A release without a task is a scheduler bug: record it, stop every
+    /// worker, and let the block end in an error ([`Scheduler::violation`]) instead of hanging
+    /// or returning wrong results.
     fn release_task(&self) {
         let before = self.num_active_tasks.fetch_sub(1, Ordering::SeqCst);
         if before == 0 {
             self.num_active_tasks.fetch_add(1, Ordering::SeqCst);
+            let state = self.debug_state();
+            lock(&self.violation).get_or_insert(format!(
+                "internal: Block-STM released more tasks than it handed out\n{state}"
+            ));
             self.halt();
-            panic!(
-                "Block-STM: more tasks released than handed out\n{}",
-                self.debug_state()
-            );
         }
+    }
+
+    /// The invariant violation that stopped the block, if any.
+    pub(crate) fn violation(&self) -> Option<String> {
+        lock(&self.violation).clone()
     }
 
     /// The scheduler's state, for diagnostics: indexes, counters, every transaction's status
@@ -424,6 +433,18 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releasing_a_task_never_handed_out_is_an_error_not_a_hang() {
+        let s = Scheduler::new(2, false);
+        assert_eq!(s.violation(), None);
+        // A validation that was never handed out ends: the count must not wrap around.
+        assert_eq!(s.finish_validation(0, false), None);
+        assert_eq!(s.active_tasks(), 0);
+        assert!(s.done());
+        let message = s.violation().expect("violation recorded");
+        assert!(message.contains("released more tasks"), "{message}");
+    }
 
     fn v(tx: TxIdx, incarnation: Incarnation) -> Version {
         Version { tx, incarnation }
