@@ -1179,6 +1179,8 @@ pub struct CompareReport {
     pub seconds: Vec<f64>,
     /// Per mode: whether the execution ran in parallel (no sequential fallback).
     pub parallel: Vec<bool>,
+    /// Per mode: frame runs served by native code and by the interpreter (one execution).
+    pub frames: Vec<(u64, u64)>,
     /// Every failure, prefixed by its mode.
     pub failures: Vec<String>,
 }
@@ -1194,6 +1196,7 @@ pub fn compare_block(block: &Block, modes: &[CompareMode<'_>], repeat: u32) -> C
         gas_used: 0,
         seconds: vec![f64::INFINITY; modes.len()],
         parallel: vec![false; modes.len()],
+        frames: vec![(0, 0); modes.len()],
         failures: Vec::new(),
     };
     let mut reference: Option<BlockOutput> = None;
@@ -1228,6 +1231,7 @@ pub fn compare_block(block: &Block, modes: &[CompareMode<'_>], repeat: u32) -> C
                         }
                     }
                     report.parallel[i] = out.stats.fallback.is_none();
+                    report.frames[i] = (out.stats.native_runs, out.stats.interpreted_runs);
                     report.seconds[i] = report.seconds[i].min(time);
                 }
             }
@@ -1305,12 +1309,29 @@ pub fn compare_table(modes: &[CompareMode<'_>], reports: &[CompareReport]) -> St
         modes[0].name,
         below.join(", ")
     );
+    // How much of each mode really ran natively: a native mode's frames that were not compiled
+    // (code created in the block, contracts missing from a library) ran in the interpreter.
+    let frames: Vec<String> = modes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (native, interp) = reports
+                .iter()
+                .fold((0, 0), |(n, t), r| (n + r.frames[i].0, t + r.frames[i].1));
+            format!("{}: {native}/{interp}", m.name)
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "\nframes run native/interpreted (one execution per block): {}",
+        frames.join(", ")
+    );
     out
 }
 
 /// The `--compare --json` report: `{"modes": [names], "blocks": [{"number", "gas_used", "ok",
-/// "seconds": [per mode]}], "total": {"gas", "seconds": [per mode], "gas_per_sec": [per mode],
-/// "ratio": [per mode, to the first]}}`.
+/// "seconds", "native_frames", "interpreted_frames" (each per mode)}], "total": {"gas",
+/// "seconds", "gas_per_sec", "ratio" (each per mode, the ratio to the first)}}`.
 pub fn compare_json(modes: &[CompareMode<'_>], reports: &[CompareReport]) -> Value {
     let gas: u64 = reports.iter().map(|r| r.gas_used).sum();
     let totals: Vec<f64> = (0..modes.len())
@@ -1323,6 +1344,8 @@ pub fn compare_json(modes: &[CompareMode<'_>], reports: &[CompareReport]) -> Val
             "gas_used": r.gas_used,
             "ok": r.failures.is_empty(),
             "seconds": r.seconds.iter().map(|s| if s.is_finite() { *s } else { 0.0 }).collect::<Vec<_>>(),
+            "native_frames": r.frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+            "interpreted_frames": r.frames.iter().map(|f| f.1).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "total": {
             "gas": gas,

@@ -236,9 +236,10 @@ struct BlockArgs {
     always_parallel: bool,
     /// Execute every block sequentially and with `--threads` workers, with the interpreter and
     /// (with `--mode jit|aot`) with native code, interleaved in one run, and report each
-    /// mode's gas/s and its ratio to sequential interpretation. `--repeat` rounds, fastest per
-    /// mode. With `--json`: `{"modes", "blocks": [{"number", "gas_used", "ok", "seconds":
-    /// [per mode]}], "total": {"gas", "seconds", "gas_per_sec", "ratio"}}`.
+    /// mode's gas/s, its ratio to sequential interpretation and its frames run natively and
+    /// interpreted. `--repeat` rounds, fastest per mode. With `--json`: `{"modes", "blocks":
+    /// [{"number", "gas_used", "ok", "seconds", "native_frames", "interpreted_frames"}],
+    /// "total": {"gas", "seconds", "gas_per_sec", "ratio"}}`, per-mode arrays.
     #[arg(long, conflicts_with = "check")]
     compare: bool,
     /// Fall back to sequential execution when two transactions wipe one contract's storage

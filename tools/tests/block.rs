@@ -343,6 +343,11 @@ fn cli_json_exit_codes_and_refusals() {
     assert_eq!(v["blocks"][0]["ok"], true);
     assert_eq!(v["blocks"][0]["seconds"].as_array().map(Vec::len), Some(2));
     assert_eq!(v["total"]["ratio"][0], 1.0);
+    assert_eq!(v["blocks"][0]["native_frames"], serde_json::json!([0, 0]));
+    assert!(
+        v["blocks"][0]["interpreted_frames"][1].as_u64() > Some(0),
+        "{v}"
+    );
     let (code, out, err) = ember(&["block", b, "--compare", "--threads", "2"]);
     assert_eq!(code, 0, "{err}");
     assert!(
