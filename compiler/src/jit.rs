@@ -445,8 +445,16 @@ impl Engine {
             .get_function_address(&name)
             .map_err(|e| CompileError::Llvm(e.to_string()))?;
         let emit_time = t_emit.elapsed();
+        // The machine code now lives in the engine's memory manager; the module's IR is not
+        // needed any more. Taking the module out of the engine and dropping it frees the IR
+        // (measured: ~10 MB per mainnet contract at `O0` otherwise kept until the cache is
+        // dropped; 68 mainnet blocks' 3,133 contracts ran a 24 GiB machine out of memory).
+        ee.remove_module(&module)
+            .map_err(|e| CompileError::Llvm(format!("cannot release a compiled module: {e:?}")))?;
+        drop(module);
         // SAFETY: `addr` is the JIT-compiled `i8 (ptr)` function generated above, which has
-        // exactly the `NativeFn` ABI; it lives as long as this engine.
+        // exactly the `NativeFn` ABI; it lives as long as this engine (removing the module
+        // releases its IR, not the loaded object code).
         let f: NativeFn = unsafe { std::mem::transmute::<usize, NativeFn>(addr) };
         let stats = CompileStats::new(a, opt, code_len, t_start, analysis_time, phases, emit_time);
         Ok((f, stats))

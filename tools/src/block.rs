@@ -969,6 +969,51 @@ pub fn contract_keys(blocks: &[Block]) -> Vec<(B256, Bytes, SpecId)> {
     work
 }
 
+/// Records every (code hash, fork) a frame asks native code for, and provides none: a
+/// warm-up pass with it finds the contracts a set of blocks really executes.
+#[derive(Debug, Default)]
+struct RecordingProvider {
+    asked: std::sync::Mutex<HashSet<(B256, SpecId)>>,
+}
+
+impl NativeProvider for RecordingProvider {
+    fn native_fn(&self, code_hash: &B256, spec: SpecId) -> Option<ember_runtime::NativeFn> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((*code_hash, spec));
+        None
+    }
+}
+
+/// The entries of [`contract_keys`] that executing the blocks (sequentially, interpreted, untimed:
+/// the JIT warm-up pass) runs as a frame; the rest of a pre-state's code is only read (as
+/// `EXTCODE*` or a balance's account) and compiling it would be wasted. Code deployed within a
+/// block is not in any pre-state and stays interpreted. A block that fails to execute keeps all
+/// its pre-state's contracts (nothing is lost: they are compiled as before).
+pub fn executed_contract_keys(blocks: &[Block]) -> Vec<(B256, Bytes, SpecId)> {
+    let rec = RecordingProvider::default();
+    let sequential = ParallelOptions {
+        threads: 1,
+        ..ParallelOptions::default()
+    };
+    for b in blocks {
+        if execute(b, &rec, &sequential).is_err() {
+            for (hash, _) in b.contracts() {
+                rec.asked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((hash, b.spec));
+            }
+        }
+    }
+    let asked = rec.asked.into_inner().unwrap_or_else(|p| p.into_inner());
+    contract_keys(blocks)
+        .into_iter()
+        .filter(|(h, _, spec)| asked.contains(&(*h, *spec)))
+        .collect()
+}
+
 /// Compiles `work` (see [`contract_keys`]) into `cache` on `jobs` threads; `progress` is
 /// called with the number done so far.
 pub fn compile_contracts(

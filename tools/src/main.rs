@@ -247,6 +247,10 @@ struct BlockArgs {
     /// and measured faster).
     #[arg(long)]
     wipe_fallback: bool,
+    /// JIT: compile every contract in the blocks' pre-states, not only those a warm-up pass
+    /// (sequential interpretation, untimed) runs.
+    #[arg(long)]
+    compile_all: bool,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -598,7 +602,21 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
             let cache = ember_compiler::JitCache::new(a.opt)
                 .map_err(|e| format!("JIT unavailable: {e}"))?
                 .with_fast_above(a.fast_above);
-            let work = block::contract_keys(&blocks);
+            let in_pre_state = block::contract_keys(&blocks).len();
+            let work = if a.compile_all {
+                block::contract_keys(&blocks)
+            } else {
+                let t = Instant::now();
+                let w = block::executed_contract_keys(&blocks);
+                say(format!(
+                    "jit: warm-up pass (sequential interpretation, not timed) in {:.1} s: {} of \
+                     the pre-states' {in_pre_state} (contract, fork) pair(s) run as frames; \
+                     compiling those (--compile-all for every one)",
+                    t.elapsed().as_secs_f64(),
+                    w.len()
+                ))?;
+                w
+            };
             let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
             let bar = ember_tools::aot::progress_bar(work.len(), !json);
             let summary =
