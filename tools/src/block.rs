@@ -1133,8 +1133,12 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let mut by = BTreeMap::new();
     let (mut reexec, mut native, mut interp, mut sequential) = (0u64, 0u64, 0u64, 0usize);
     let (mut waits, mut suspensions) = (0u64, 0u64);
+    let (mut exec_t, mut valid_t, mut worker_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for r in reports {
         if let Some(s) = &r.stats {
+            exec_t += s.execution_time;
+            valid_t += s.validation_time;
+            worker_t += s.worker_time;
             reexec += s.reexecutions;
             waits += s.dependency_waits;
             suspensions += s.dependency_suspensions;
@@ -1164,6 +1168,18 @@ pub fn totals(reports: &[BlockReport]) -> String {
         }
     }
     let reasons: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let share = |t: Duration| 100.0 * t.as_secs_f64() / worker_t.as_secs_f64();
+    let workers = if worker_t.is_zero() {
+        String::new()
+    } else {
+        format!(
+            "\n       parallel workers' time: {:.0}% executing transactions, {:.0}% validating, \
+             {:.0}% scheduling, waiting for work and folding",
+            share(exec_t),
+            share(valid_t),
+            share(worker_t.saturating_sub(exec_t + valid_t))
+        )
+    };
     format!(
         "total: {} block(s), {} ok, {failed} failed; {txs} txs, {gas} gas in {seconds:.4} s: \
          {:.1} Mgas/s\n       {reexec} re-executions, {waits} dependency waits, {suspensions} suspensions; \
@@ -1177,7 +1193,7 @@ pub fn totals(reports: &[BlockReport]) -> String {
         } else {
             format!(" ({})", reasons.join(", "))
         }
-    )
+    ) + &workers
 }
 
 /// The `--json` report: `{"blocks": [{"number", "gas_used", "ok", "seconds"}], "total": {"gas",

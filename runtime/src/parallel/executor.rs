@@ -137,6 +137,15 @@ enum Outcome {
     Hazard(FallbackReason),
 }
 
+fn add_elapsed(counter: &AtomicU64, since: Instant) {
+    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counter.fetch_add(ns, Ordering::Relaxed);
+}
+
+fn nanos(counter: &AtomicU64) -> Duration {
+    Duration::from_nanos(counter.load(Ordering::Relaxed))
+}
+
 struct Executor<'a, DB, P> {
     cfg: &'a CfgEnv,
     block: &'a BlockEnv,
@@ -169,6 +178,9 @@ struct Executor<'a, DB, P> {
     lazy_retries: AtomicU64,
     native_runs: AtomicU64,
     interpreted_runs: AtomicU64,
+    execution_nanos: AtomicU64,
+    validation_nanos: AtomicU64,
+    worker_nanos: AtomicU64,
 }
 
 impl<'a, DB, P> Executor<'a, DB, P>
@@ -218,6 +230,9 @@ where
             lazy_retries: AtomicU64::new(0),
             native_runs: AtomicU64::new(0),
             interpreted_runs: AtomicU64::new(0),
+            execution_nanos: AtomicU64::new(0),
+            validation_nanos: AtomicU64::new(0),
+            worker_nanos: AtomicU64::new(0),
         }
     }
 
@@ -239,8 +254,10 @@ where
 
     /// A worker's loop.
     fn work(&self) {
+        let start = Instant::now();
         self.with_worker(|evm| self.work_with(evm));
         self.fold();
+        add_elapsed(&self.worker_nanos, start);
     }
 
     /// After the block: folds shards of the multi-version memory into account changes (each
@@ -414,7 +431,10 @@ where
             if version.incarnation > 0 {
                 self.reexecutions.fetch_add(1, Ordering::Relaxed);
             }
-            match self.execute(evm, version) {
+            let start = Instant::now();
+            let outcome = self.execute(evm, version);
+            add_elapsed(&self.execution_nanos, start);
+            match outcome {
                 Outcome::Done(reads, writes, result) => {
                     if self.opts.fallback_on_repeated_wipe {
                         let hazard = writes.entries.iter().find_map(|(location, value)| {
@@ -474,12 +494,14 @@ where
 
     fn validate(&self, version: Version) -> Option<Task> {
         self.validations.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
         let valid = self.mv.validate(version.tx, |a| self.pre_code_hash(a));
         let aborted = !valid && self.scheduler.try_validation_abort(version);
         if aborted {
             self.validation_failures.fetch_add(1, Ordering::Relaxed);
             self.mv.convert_writes_to_estimates(version.tx);
         }
+        add_elapsed(&self.validation_nanos, start);
         self.scheduler.finish_validation(version.tx, aborted)
     }
 
@@ -496,6 +518,9 @@ where
             lazy_retries: self.lazy_retries.load(Ordering::Relaxed),
             native_runs: self.native_runs.load(Ordering::Relaxed),
             interpreted_runs: self.interpreted_runs.load(Ordering::Relaxed),
+            execution_time: nanos(&self.execution_nanos),
+            validation_time: nanos(&self.validation_nanos),
+            worker_time: nanos(&self.worker_nanos),
         }
     }
 

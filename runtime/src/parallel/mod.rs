@@ -258,6 +258,15 @@ pub struct ParallelStats {
     pub native_runs: u64,
     /// Frame runs served by the interpreter.
     pub interpreted_runs: u64,
+    /// Time the workers spent executing transactions, summed over workers (zero when the block
+    /// ran sequentially).
+    pub execution_time: std::time::Duration,
+    /// Time the workers spent validating read sets, summed over workers.
+    pub validation_time: std::time::Duration,
+    /// Time the workers were alive, summed over workers: execution, validation, scheduling,
+    /// waiting for work and the final fold. `execution_time / worker_time` is how busy the
+    /// threads were with useful or wasted (re-executed) transaction work.
+    pub worker_time: std::time::Duration,
 }
 
 /// Why a block could not be executed. Both execution modes return the same error for the same
