@@ -51,7 +51,7 @@ fn blocks(c: &mut Criterion) {
         all.push(workload::block_for_gas(kind, SYNTHETIC_GAS).expect("workload builds"));
     }
     let jit = JitCache::new(OptLevel::O2).expect("LLVM initialises");
-    let work = block::executed_contract_keys(&all);
+    let work = block::executed_contract_keys(&all, 1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = block::compile_contracts(&work, &jit, threads, &|_| {});
     for (hash, spec, e) in &summary.failures {

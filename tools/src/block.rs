@@ -969,29 +969,39 @@ pub fn contract_keys(blocks: &[Block]) -> Vec<(B256, Bytes, SpecId)> {
     work
 }
 
-/// Records every (code hash, fork) a frame asks native code for, and provides none: a
-/// warm-up pass with it finds the contracts a set of blocks really executes.
+/// Counts, per (code hash, fork), the frame runs that ask for native code, and provides none:
+/// a warm-up pass with it finds the contracts a set of blocks really executes, and how often.
 #[derive(Debug, Default)]
 struct RecordingProvider {
-    asked: std::sync::Mutex<HashSet<(B256, SpecId)>>,
+    asked: std::sync::Mutex<HashMap<(B256, SpecId), u64>>,
+}
+
+impl RecordingProvider {
+    fn add(&self, key: (B256, SpecId), n: u64) {
+        *self
+            .asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += n;
+    }
 }
 
 impl NativeProvider for RecordingProvider {
     fn native_fn(&self, code_hash: &B256, spec: SpecId) -> Option<ember_runtime::NativeFn> {
-        self.asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((*code_hash, spec));
+        self.add((*code_hash, spec), 1);
         None
     }
 }
 
-/// The entries of [`contract_keys`] that executing the blocks (sequentially, interpreted, untimed:
-/// the JIT warm-up pass) runs as a frame; the rest of a pre-state's code is only read (as
-/// `EXTCODE*` or a balance's account) and compiling it would be wasted. Code deployed within a
-/// block is not in any pre-state and stays interpreted. A block that fails to execute keeps all
-/// its pre-state's contracts (nothing is lost: they are compiled as before).
-pub fn executed_contract_keys(blocks: &[Block]) -> Vec<(B256, Bytes, SpecId)> {
+/// The entries of [`contract_keys`] that executing the blocks (sequentially, interpreted,
+/// untimed: the JIT warm-up pass) runs as frames at least `min_runs` times (a frame resumed
+/// after a call counts again), in [`contract_keys`]' order. With `min_runs` 1 these are the contracts that
+/// run at all; the rest of a pre-state's code is only read (`EXTCODE*`, an account's balance)
+/// and compiling it would be wasted. A higher `min_runs` is what a node's hot-contract cache
+/// does: compile only what runs often. Code deployed within a block is in no pre-state and
+/// stays interpreted. A block that fails to execute keeps all its pre-state's contracts.
+pub fn executed_contract_keys(blocks: &[Block], min_runs: u64) -> Vec<(B256, Bytes, SpecId)> {
     let rec = RecordingProvider::default();
     let sequential = ParallelOptions {
         threads: 1,
@@ -1000,17 +1010,17 @@ pub fn executed_contract_keys(blocks: &[Block]) -> Vec<(B256, Bytes, SpecId)> {
     for b in blocks {
         if execute(b, &rec, &sequential).is_err() {
             for (hash, _) in b.contracts() {
-                rec.asked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((hash, b.spec));
+                rec.add((hash, b.spec), min_runs);
             }
         }
     }
-    let asked = rec.asked.into_inner().unwrap_or_else(|p| p.into_inner());
+    let runs = rec.asked.into_inner().unwrap_or_else(|p| p.into_inner());
     contract_keys(blocks)
         .into_iter()
-        .filter(|(h, _, spec)| asked.contains(&(*h, *spec)))
+        .filter(|(hash, _, spec)| {
+            runs.get(&(*hash, *spec))
+                .is_some_and(|n| *n >= min_runs.max(1))
+        })
         .collect()
 }
 

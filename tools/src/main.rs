@@ -249,8 +249,17 @@ struct BlockArgs {
     wipe_fallback: bool,
     /// JIT: compile every contract in the blocks' pre-states, not only those a warm-up pass
     /// (sequential interpretation, untimed) runs.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hot")]
     compile_all: bool,
+    /// JIT: compile only the contracts the warm-up pass runs as at least this many frames
+    /// (what a node's hot-contract cache would compile); the others run in the interpreter,
+    /// and the report's frame counts say how much that is.
+    #[arg(long, default_value_t = 1, value_name = "RUNS")]
+    hot: u64,
+    /// Microseconds an idle parallel worker spins before it sleeps
+    /// (`ParallelOptions::idle_spin`; default 20).
+    #[arg(long, value_name = "MICROS")]
+    idle_spin: Option<u64>,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -607,13 +616,18 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
                 block::contract_keys(&blocks)
             } else {
                 let t = Instant::now();
-                let w = block::executed_contract_keys(&blocks);
+                let w = block::executed_contract_keys(&blocks, a.hot);
                 say(format!(
                     "jit: warm-up pass (sequential interpretation, not timed) in {:.1} s: {} of \
-                     the pre-states' {in_pre_state} (contract, fork) pair(s) run as frames; \
+                     the pre-states' {in_pre_state} (contract, fork) pair(s) run as {} frame(s); \
                      compiling those (--compile-all for every one)",
                     t.elapsed().as_secs_f64(),
-                    w.len()
+                    w.len(),
+                    if a.hot > 1 {
+                        format!("at least {}", a.hot)
+                    } else {
+                        "one or more".to_string()
+                    }
                 ))?;
                 w
             };
@@ -676,6 +690,9 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
     }
     if a.wipe_fallback {
         opts.parallel.fallback_on_repeated_wipe = true;
+    }
+    if let Some(us) = a.idle_spin {
+        opts.parallel.idle_spin = std::time::Duration::from_micros(us);
     }
     opts.check = a.check;
     opts.repeat = a.repeat;

@@ -143,6 +143,28 @@ fn mainnet_blocks_pass_with_the_jit_in_parallel() {
     let blocks = block::load_blocks(&dirs, Some(&bytecodes)).expect("blocks load");
     let cache = JitCache::new(OptLevel::Fast).expect("LLVM");
     let work = block::contract_keys(&blocks);
+    // The warm-up pass that picks what `ember block --mode jit` compiles: the executed
+    // contracts are pre-state contracts, the hot ones a subset of them.
+    let executed = block::executed_contract_keys(&blocks, 1);
+    let hot = block::executed_contract_keys(&blocks, 20);
+    assert!(
+        !hot.is_empty() && hot.len() < executed.len(),
+        "{} hot of {} executed",
+        hot.len(),
+        executed.len()
+    );
+    assert!(executed.len() <= work.len());
+    let key = |k: &(
+        revm::primitives::B256,
+        revm::primitives::Bytes,
+        revm::primitives::hardfork::SpecId,
+    )| (k.0, k.2);
+    let executed_keys: std::collections::HashSet<_> = executed.iter().map(key).collect();
+    assert!(hot.iter().all(|k| executed_keys.contains(&key(k))));
+    assert!(executed
+        .iter()
+        .all(|k| work.iter().any(|w| key(w) == key(k))));
+    assert!(block::executed_contract_keys(&blocks, u64::MAX).is_empty());
     let summary = block::compile_contracts(&work, &cache, 2, &|_| {});
     assert!(
         summary.failures.is_empty(),

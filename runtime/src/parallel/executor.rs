@@ -338,7 +338,7 @@ where
                         if let Some(limit) = stall {
                             self.report_stall(limit, &mut idle_since);
                         }
-                        self.scheduler.wait_for_work(epoch);
+                        self.scheduler.wait_for_work(epoch, self.opts.idle_spin);
                     } else {
                         idle_since = None;
                     }

@@ -90,6 +90,9 @@ pub struct ParallelOptions {
     /// (three alternating runs each), which lets the worker run other transactions meanwhile
     /// at the cost of more re-executions.
     pub wait_on_running: bool,
+    /// How long a worker that finds no work spins, watching the scheduler, before it sleeps on
+    /// a condition variable. Default [`ParallelOptions::DEFAULT_IDLE_SPIN`]; zero sleeps at once.
+    pub idle_spin: std::time::Duration,
 }
 
 impl ParallelOptions {
@@ -114,6 +117,10 @@ impl ParallelOptions {
     /// withdrawals: 91-99% of their transactions from one account) ran 2-6x slower in parallel
     /// with two threads; no other block has a sender above 25%.
     pub const DEFAULT_MAX_SENDER_SHARE: f64 = 0.5;
+    /// Default of [`ParallelOptions::idle_spin`]: work usually appears within microseconds
+    /// (another worker finishing an execution or a validation), and a sleep costs a futex
+    /// wake-up and a context switch on both sides.
+    pub const DEFAULT_IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 
     /// Defaults with `threads` workers and no sequential fallback for small blocks (tests,
     /// benchmarks).
@@ -140,6 +147,7 @@ impl Default for ParallelOptions {
             seed_sender_estimates: true,
             max_sender_share: Self::DEFAULT_MAX_SENDER_SHARE,
             wait_on_running: false,
+            idle_spin: Self::DEFAULT_IDLE_SPIN,
         }
     }
 }

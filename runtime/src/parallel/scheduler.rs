@@ -7,13 +7,13 @@
 //! the ESTIMATE of a transaction that is being executed right now waits for it on a condition
 //! variable instead of abandoning its execution (the chain of such waits strictly descends in
 //! transaction index and ends at a running execution, so it cannot deadlock); and an idle
-//! worker sleeps on a condition variable until the scheduler's state changes instead of
-//! spinning.
+//! worker spins for at most `ParallelOptions::idle_spin`, then sleeps on a condition variable until the
+//! scheduler's state changes, instead of spinning indefinitely.
 
 use super::mvmemory::{Incarnation, TxIdx, Version};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
@@ -283,7 +283,20 @@ impl Scheduler {
 
     /// Sleeps until the scheduler's state may have changed since `seen` was read (bounded, so
     /// a missed wake-up costs at most a millisecond).
-    pub(crate) fn wait_for_work(&self, seen: u64) {
+    pub(crate) fn wait_for_work(&self, seen: u64, spin: Duration) {
+        // Spin briefly first (see `ParallelOptions::idle_spin`).
+        let spin_until = Instant::now() + spin;
+        loop {
+            for _ in 0..64 {
+                if self.epoch.load(Ordering::Acquire) != seen || self.done() {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+        }
         let guard = lock(&self.idle);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         if self.epoch.load(Ordering::SeqCst) == seen && !self.done() {
