@@ -257,7 +257,7 @@ struct BlockArgs {
     #[arg(long, default_value_t = 1, value_name = "RUNS")]
     hot: u64,
     /// Microseconds an idle parallel worker spins before it sleeps
-    /// (`ParallelOptions::idle_spin`; default 20).
+    /// (`ParallelOptions::idle_spin`; default 100).
     #[arg(long, value_name = "MICROS")]
     idle_spin: Option<u64>,
 }
