@@ -7,8 +7,8 @@
 //! the ESTIMATE of a transaction that is being executed right now waits for it on a condition
 //! variable instead of abandoning its execution (the chain of such waits strictly descends in
 //! transaction index and ends at a running execution, so it cannot deadlock); and an idle
-//! worker spins for at most `ParallelOptions::idle_spin`, then sleeps on a condition variable until the
-//! scheduler's state changes, instead of spinning indefinitely.
+//! worker spins for at most `ParallelOptions::idle_spin`, then sleeps on a condition variable
+//! until the scheduler's state changes, instead of spinning indefinitely.
 
 use super::mvmemory::{Incarnation, TxIdx, Version};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -281,8 +281,8 @@ impl Scheduler {
             || self.validation_idx.load(Ordering::SeqCst) < execution.min(self.block_size)
     }
 
-    /// Sleeps until the scheduler's state may have changed since `seen` was read (bounded, so
-    /// a missed wake-up costs at most a millisecond).
+    /// Returns once the scheduler's state may have changed since `seen` was read: spins for up
+    /// to `spin`, then sleeps (bounded, so a missed wake-up costs at most a millisecond).
     pub(crate) fn wait_for_work(&self, seen: u64, spin: Duration) {
         // Spin briefly first (see `ParallelOptions::idle_spin`).
         let spin_until = Instant::now() + spin;
