@@ -1,6 +1,6 @@
 //! Ahead-of-time compilation: object code for many contracts, compiled in parallel (one LLVM
 //! module per contract), linked into one shared object with an embedded
-//! [`Manifest`](ember_runtime::aot::Manifest). The runtime's
+//! [`Manifest`]. The runtime's
 //! [`AotLibrary`](ember_runtime::AotLibrary) verifies and loads it.
 //!
 //! **Linker.** Ember drives LLVM's `ld.lld` directly (from `$LLVM_SYS_221_PREFIX/bin`,
@@ -56,7 +56,7 @@ pub struct AotOptions {
     /// Requested optimisation level.
     pub opt: OptLevel,
     /// Contracts with more sections than this use the fast tier (see
-    /// [`effective_opt_with`](crate::jit::effective_opt_with)).
+    /// [`effective_opt_with`]).
     pub fast_above: usize,
     /// CPU to generate code for.
     pub target_cpu: TargetCpu,
