@@ -978,12 +978,9 @@ struct RecordingProvider {
 
 impl RecordingProvider {
     fn add(&self, key: (B256, SpecId), n: u64) {
-        *self
-            .asked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default() += n;
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        let runs = asked.entry(key).or_default();
+        *runs = runs.saturating_add(n);
     }
 }
 
@@ -996,8 +993,8 @@ impl NativeProvider for RecordingProvider {
 
 /// The entries of [`contract_keys`] that executing the blocks (sequentially, interpreted,
 /// untimed: the JIT warm-up pass) runs as frames at least `min_runs` times (a frame resumed
-/// after a call counts again), in [`contract_keys`]' order. With `min_runs` 1 these are the contracts that
-/// run at all; the rest of a pre-state's code is only read (`EXTCODE*`, an account's balance)
+/// after a call counts again), in [`contract_keys`]' order. With `min_runs` 1 these are the
+/// contracts that run at all; the rest of a pre-state's code is only read (`EXTCODE*`, an account's balance)
 /// and compiling it would be wasted. A higher `min_runs` is what a node's hot-contract cache
 /// does: compile only what runs often. Code deployed within a block is in no pre-state and
 /// stays interpreted. A block that fails to execute keeps all its pre-state's contracts.

@@ -611,9 +611,10 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
             let cache = ember_compiler::JitCache::new(a.opt)
                 .map_err(|e| format!("JIT unavailable: {e}"))?
                 .with_fast_above(a.fast_above);
-            let in_pre_state = block::contract_keys(&blocks).len();
+            let all = block::contract_keys(&blocks);
+            let in_pre_state = all.len();
             let work = if a.compile_all {
-                block::contract_keys(&blocks)
+                all
             } else {
                 let t = Instant::now();
                 let w = block::executed_contract_keys(&blocks, a.hot);

@@ -202,15 +202,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The locations of `a` that `b` lacks. Linear for the usual handful of locations, one hash
-/// set of `b` beyond.
-fn missing_from<'a>(a: &'a [Location], b: &[Location]) -> Vec<&'a Location> {
-    if a.len() * b.len() <= 256 {
-        a.iter().filter(|l| !b.contains(l)).collect()
-    } else {
-        let set: HashSet<&Location> = b.iter().collect();
-        a.iter().filter(|l| !set.contains(l)).collect()
-    }
+/// The locations of `a` that `b` lacks, lazily (a caller that only asks whether there is one
+/// stops at the first). Linear for the usual handful of locations, one hash set of `b` beyond.
+fn missing_from<'a>(
+    a: &'a [Location],
+    b: &'a [Location],
+) -> impl Iterator<Item = &'a Location> + 'a {
+    let set: Option<HashSet<&Location>> = (a.len() * b.len() > 256).then(|| b.iter().collect());
+    a.iter().filter(move |l| match &set {
+        Some(set) => !set.contains(l),
+        None => !b.contains(l),
+    })
 }
 
 impl MvMemory {
@@ -271,7 +273,7 @@ impl MvMemory {
                     versions.remove(tx);
                 }
             }
-            !missing_from(&locations, &previous).is_empty()
+            missing_from(&locations, &previous).next().is_some()
         };
         *lock(&self.records[tx]) = TxRecord {
             reads: Arc::new(reads),
