@@ -116,9 +116,33 @@ pub(crate) struct Pending {
     pub(crate) storage_reset: bool,
     /// Final slot values (after the last wipe, if any).
     pub(crate) slots: BTreeMap<U256, U256>,
+    /// The pre-state account, once read.
+    pre: Option<Option<AccountInfo>>,
 }
 
 impl Pending {
+    /// An account with nothing applied yet whose pre-state is `pre` if already known.
+    pub(crate) fn with_pre_state(pre: Option<Option<AccountInfo>>) -> Self {
+        Self {
+            pre,
+            ..Self::default()
+        }
+    }
+
+    /// The pre-state account, read from `db` once.
+    fn pre_state<DB: DatabaseRef>(
+        &mut self,
+        db: &DB,
+        address: Address,
+    ) -> Result<Option<AccountInfo>, DB::Error> {
+        if let Some(pre) = &self.pre {
+            return Ok(pre.clone());
+        }
+        let pre = db.basic_ref(address)?;
+        self.pre = Some(pre.clone());
+        Ok(pre)
+    }
+
     /// Records an account write's kind.
     pub(crate) fn mark(&mut self, kind: AccountWriteKind) {
         match kind {
@@ -137,8 +161,8 @@ impl Pending {
     ) -> Result<(), FoldError> {
         let current = match self.info.take() {
             Some(info) => info,
-            None => db
-                .basic_ref(address)
+            None => self
+                .pre_state(db, address)
                 .map_err(|e| FoldError::Db(e.to_string()))?,
         };
         match apply_credit(current, amount) {
@@ -153,14 +177,14 @@ impl Pending {
     /// The account's change over the block, or `None` if its final state equals the
     /// pre-state (and it was neither created nor destroyed).
     pub(crate) fn finish<DB: DatabaseRef>(
-        self,
+        mut self,
         db: &DB,
         address: Address,
     ) -> Result<Option<AccountChange>, BlockError> {
         let db_err = |e: DB::Error| BlockError::State {
             message: e.to_string(),
         };
-        let pre = db.basic_ref(address).map_err(db_err)?;
+        let pre = self.pre_state(db, address).map_err(db_err)?;
         let info = match self.info {
             Some(info) => info,
             None => pre.clone(),

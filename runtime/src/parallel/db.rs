@@ -182,7 +182,9 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
             AccountBase::Written(_, info) => info
                 .map(|i| with_code(self.shared.codes, self.shared.db, i))
                 .transpose(),
-            AccountBase::PreState => pre_account(self.shared.db, self.shared.codes, address),
+            AccountBase::PreState => self.shared.mv.pre_account(&address, || {
+                pre_account(self.shared.db, self.shared.codes, address)
+            }),
         }
     }
 

@@ -4,7 +4,7 @@
 use super::changes::AccountChange;
 use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError};
 use super::handler::LazyRewardHandler;
-use super::mvmemory::{FoldFailure, MvMemory, Read, TxIdx, Version};
+use super::mvmemory::{FoldFailure, MvMemory, TxIdx, Version};
 use super::scheduler::{Scheduler, Task};
 use super::writes::{extract_writes, Location, TxWrites, WriteValue};
 use super::{
@@ -124,14 +124,21 @@ fn stall_report_after() -> Option<Duration> {
     })
 }
 
+/// A worker's buffers, recycled from execution to execution.
+#[derive(Default)]
+struct Buffers {
+    writes: TxWrites,
+    locations: Vec<Location>,
+}
+
 enum Finish {
     Error(BlockError),
     Fallback(FallbackReason),
 }
 
-/// What one execution produced.
+/// What one execution produced (its reads stay in the worker's database until recorded).
 enum Outcome {
-    Done(Vec<Read>, TxWrites, TxResult),
+    Done(TxResult),
     Suspended,
     LazyMisuse,
     Hazard(FallbackReason),
@@ -197,7 +204,11 @@ where
         opts: &'a ParallelOptions,
     ) -> Self {
         let n = txs.len();
-        let mv = MvMemory::new(n, SHARDS);
+        let mv = MvMemory::new(
+            n,
+            SHARDS,
+            opts.lazy_beneficiary.then_some(block.beneficiary),
+        );
         if opts.seed_sender_estimates {
             for (index, tx) in txs.iter().enumerate() {
                 mv.seed_estimate(index, Location::Account(tx.caller));
@@ -252,10 +263,16 @@ where
         f(&mut evm)
     }
 
+    /// The worker's loop with its EVM and recycled buffers.
+    fn work_in(&self, evm: &mut WorkerEvm<'_, DB, P>) {
+        let mut buffers = Buffers::default();
+        self.work_with(evm, &mut buffers);
+    }
+
     /// A worker's loop.
     fn work(&self) {
         let start = Instant::now();
-        self.with_worker(|evm| self.work_with(evm));
+        self.with_worker(|evm| self.work_in(evm));
         self.fold();
         add_elapsed(&self.worker_nanos, start);
     }
@@ -323,13 +340,13 @@ where
         }
     }
 
-    fn work_with(&self, evm: &mut WorkerEvm<'_, DB, P>) {
+    fn work_with(&self, evm: &mut WorkerEvm<'_, DB, P>, buffers: &mut Buffers) {
         let mut task: Option<Task> = None;
         let stall = stall_report_after();
         let mut idle_since = None;
         while !self.scheduler.done() {
             task = match task {
-                Some(Task::Execute(version)) => self.try_execute(evm, version),
+                Some(Task::Execute(version)) => self.try_execute(evm, buffers, version),
                 Some(Task::Validate(version)) => self.validate(version),
                 None => {
                     let epoch = self.scheduler.idle_epoch();
@@ -378,7 +395,12 @@ where
         eligible.then_some((to, tx.value))
     }
 
-    fn execute(&self, evm: &mut WorkerEvm<'_, DB, P>, version: Version) -> Outcome {
+    fn execute(
+        &self,
+        evm: &mut WorkerEvm<'_, DB, P>,
+        writes: &mut TxWrites,
+        version: Version,
+    ) -> Outcome {
         let index = version.tx;
         evm.inner
             .ctx
@@ -407,35 +429,37 @@ where
         if let Some(address) = db.overflow {
             return Outcome::Hazard(FallbackReason::BalanceOverflow(address));
         }
-        let reads = std::mem::take(&mut db.reads);
         let lazy = db.lazy.take();
+        writes.entries.clear();
         match result {
             Ok(result) => {
-                let credits: Vec<(Address, U256)> = handler.credit.get().into_iter().collect();
-                match extract_writes(&state, &credits, lazy.as_ref()) {
-                    Ok(writes) => Outcome::Done(reads, writes, Ok(result)),
+                let credit = handler.credit.get();
+                match extract_writes(&state, credit.as_slice(), lazy.as_ref(), writes) {
+                    Ok(()) => Outcome::Done(Ok(result)),
                     Err(_) => Outcome::LazyMisuse,
                 }
             }
-            Err(error) => Outcome::Done(
-                reads,
-                TxWrites::default(),
-                Err(BlockError::from_evm(index, error, |e| e.to_string())),
-            ),
+            Err(error) => Outcome::Done(Err(BlockError::from_evm(index, error, |e| e.to_string()))),
         }
     }
 
-    fn try_execute(&self, evm: &mut WorkerEvm<'_, DB, P>, version: Version) -> Option<Task> {
+    fn try_execute(
+        &self,
+        evm: &mut WorkerEvm<'_, DB, P>,
+        buffers: &mut Buffers,
+        version: Version,
+    ) -> Option<Task> {
         loop {
             self.executions.fetch_add(1, Ordering::Relaxed);
             if version.incarnation > 0 {
                 self.reexecutions.fetch_add(1, Ordering::Relaxed);
             }
             let start = Instant::now();
-            let outcome = self.execute(evm, version);
+            let outcome = self.execute(evm, &mut buffers.writes, version);
             add_elapsed(&self.execution_nanos, start);
             match outcome {
-                Outcome::Done(reads, writes, result) => {
+                Outcome::Done(result) => {
+                    let writes = &mut buffers.writes;
                     if self.opts.fallback_on_repeated_wipe {
                         let hazard = writes.entries.iter().find_map(|(location, value)| {
                             match (location, value) {
@@ -463,7 +487,10 @@ where
                     *self.results[version.tx]
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(result);
-                    let wrote_new_path = self.mv.record(version, reads, writes);
+                    let reads = &mut evm.inner.ctx.journaled_state.database.reads;
+                    let wrote_new_path =
+                        self.mv
+                            .record(version, reads, writes, &mut buffers.locations);
                     return self.scheduler.finish_execution(version, wrote_new_path);
                 }
                 Outcome::Suspended => return None,
@@ -487,7 +514,8 @@ where
     }
 
     fn pre_code_hash(&self, address: &Address) -> Option<B256> {
-        pre_account(self.db, &self.codes, *address)
+        self.mv
+            .pre_account(address, || pre_account(self.db, &self.codes, *address))
             .ok()
             .map(|info| info.map_or(KECCAK_EMPTY, |i| i.code_hash))
     }
@@ -672,7 +700,7 @@ mod tests {
         let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
         let version = executor.scheduler.start_execution_for_test(2);
         assert_eq!(
-            executor.with_worker(|evm| executor.try_execute(evm, version)),
+            executor.with_worker(|evm| executor.try_execute(evm, &mut Buffers::default(), version)),
             None
         );
         assert_eq!(executor.scheduler.active_tasks(), 0);

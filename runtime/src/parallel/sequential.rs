@@ -1,7 +1,7 @@
 //! The reference: transactions one after the other with [`EmberEvm`] over revm's `State`.
 
 use super::changes::{ChangeSet, FoldError};
-use super::writes::extract_writes;
+use super::writes::{extract_writes, TxWrites};
 use super::{BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput};
 use crate::evm::{EmberEvm, NativeProvider};
 use revm::context::{BlockEnv, CfgEnv, Context, TxEnv};
@@ -58,6 +58,7 @@ where
         .with_cfg(cfg.clone())
         .with_db(&mut state);
     let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
+    let mut writes = TxWrites::default();
     for (index, tx) in txs.iter().enumerate() {
         let outcome = evm.transact(tx.clone());
         stats.executions += 1;
@@ -69,7 +70,8 @@ where
                 other => other.to_string(),
             })
         })?;
-        let writes = extract_writes(&outcome.state, &[], None).map_err(|_| BlockError::Custom {
+        writes.entries.clear();
+        extract_writes(&outcome.state, &[], None, &mut writes).map_err(|_| BlockError::Custom {
             index,
             message: "internal: lazy write without a lazy read".to_string(),
         })?;

@@ -105,18 +105,21 @@ pub(crate) struct LazyMisuse;
 /// `credits` are lazy balance credits recorded outside the state (the beneficiary fee);
 /// `lazy` is the transaction's lazily read recipient, whose only admissible change is a credit of
 /// exactly the transferred value.
+///
+/// The writes are appended to `out` (cleared by the caller; a worker reuses one buffer).
 pub(crate) fn extract_writes(
     state: &EvmState,
     credits: &[(Address, U256)],
     lazy: Option<&LazyRecipient>,
-) -> Result<TxWrites, LazyMisuse> {
+    out: &mut TxWrites,
+) -> Result<(), LazyMisuse> {
     let mut addresses: Vec<&Address> = state.keys().collect();
     addresses.sort_unstable();
-    let mut entries = Vec::new();
+    let entries = &mut out.entries;
     for address in addresses {
         let account = &state[address];
         if let Some(lazy) = lazy.filter(|l| l.address == *address) {
-            lazy_credit(account, lazy, &mut entries)?;
+            lazy_credit(account, lazy, entries)?;
             continue;
         }
         if !account.is_touched() {
@@ -136,7 +139,7 @@ pub(crate) fn extract_writes(
                 WriteValue::Account(Some(account.info.clone()), AccountWriteKind::Created),
             ));
             entries.push((Location::StorageReset(*address), WriteValue::StorageReset));
-            push_slots(address, account, &mut entries);
+            push_slots(address, account, entries);
             continue;
         }
         if account.is_empty() {
@@ -158,14 +161,14 @@ pub(crate) fn extract_writes(
                 WriteValue::Account(Some(account.info.clone()), AccountWriteKind::Changed),
             ));
         }
-        push_slots(address, account, &mut entries);
+        push_slots(address, account, entries);
     }
     for (address, amount) in credits {
         if !amount.is_zero() {
             entries.push((Location::Account(*address), WriteValue::Credit(*amount)));
         }
     }
-    Ok(TxWrites { entries })
+    Ok(())
 }
 
 /// The lazy recipient's write: nothing if the transfer did not happen, a credit of exactly the
