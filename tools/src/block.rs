@@ -1140,11 +1140,17 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let mut by = BTreeMap::new();
     let (mut reexec, mut native, mut interp, mut sequential) = (0u64, 0u64, 0u64, 0usize);
     let (mut waits, mut suspensions) = (0u64, 0u64);
-    let (mut exec_t, mut valid_t, mut worker_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut exec_t, mut valid_t, mut fold_t, mut worker_t) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     for r in reports {
         if let Some(s) = &r.stats {
             exec_t += s.execution_time;
             valid_t += s.validation_time;
+            fold_t += s.fold_time;
             worker_t += s.worker_time;
             reexec += s.reexecutions;
             waits += s.dependency_waits;
@@ -1181,10 +1187,11 @@ pub fn totals(reports: &[BlockReport]) -> String {
     } else {
         format!(
             "\n       parallel workers' time: {:.0}% executing transactions, {:.0}% validating, \
-             {:.0}% scheduling, waiting for work and folding",
+             {:.0}% folding the state changes, {:.0}% scheduling and waiting for work",
             share(exec_t),
             share(valid_t),
-            share(worker_t.saturating_sub(exec_t + valid_t))
+            share(fold_t),
+            share(worker_t.saturating_sub(exec_t + valid_t + fold_t))
         )
     };
     format!(

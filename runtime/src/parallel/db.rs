@@ -235,12 +235,11 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
                 Err(blocked) => self.on_blocked(blocked)?,
             }
         };
-        let base = view.base.clone();
-        let base_version = match &base {
+        let base_version = match &view.base {
             AccountBase::PreState => None,
             AccountBase::Written(v, _) => Some(*v),
         };
-        let mut info = self.base_info(base, address)?;
+        let mut info = self.base_info(view.base, address)?;
         for (_, amount) in &view.credits {
             info = match apply_credit(info, *amount) {
                 Some(info) => Some(info),

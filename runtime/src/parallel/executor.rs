@@ -72,8 +72,9 @@ where
     }
     let executor = Executor::new(cfg, block, txs, db, provider, opts);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| executor.work());
+        for worker in 0..threads {
+            let executor = &executor;
+            scope.spawn(move || executor.work(worker, threads));
         }
     });
     let mut stats = executor.stats(threads);
@@ -173,6 +174,8 @@ struct Executor<'a, DB, P> {
     /// Whether the block completed so that its changes can be folded (decided once, by the
     /// first worker to finish).
     fold_allowed: OnceLock<bool>,
+    /// Workers done with their share of the sender estimates.
+    seeded: AtomicUsize,
     next_shard: AtomicUsize,
     next_records: AtomicUsize,
     /// Per shard of the multi-version memory, its folded account changes.
@@ -187,6 +190,7 @@ struct Executor<'a, DB, P> {
     interpreted_runs: AtomicU64,
     execution_nanos: AtomicU64,
     validation_nanos: AtomicU64,
+    fold_nanos: AtomicU64,
     worker_nanos: AtomicU64,
 }
 
@@ -209,11 +213,6 @@ where
             SHARDS,
             opts.lazy_beneficiary.then_some(block.beneficiary),
         );
-        if opts.seed_sender_estimates {
-            for (index, tx) in txs.iter().enumerate() {
-                mv.seed_estimate(index, Location::Account(tx.caller));
-            }
-        }
         Self {
             cfg,
             block,
@@ -230,6 +229,7 @@ where
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
             fold_allowed: OnceLock::new(),
+            seeded: AtomicUsize::new(0),
             next_shard: AtomicUsize::new(0),
             next_records: AtomicUsize::new(0),
             folded: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
@@ -243,6 +243,7 @@ where
             interpreted_runs: AtomicU64::new(0),
             execution_nanos: AtomicU64::new(0),
             validation_nanos: AtomicU64::new(0),
+            fold_nanos: AtomicU64::new(0),
             worker_nanos: AtomicU64::new(0),
         }
     }
@@ -269,12 +270,36 @@ where
         self.work_with(evm, &mut buffers);
     }
 
-    /// A worker's loop.
-    fn work(&self) {
+    /// A worker's loop: its share of the sender estimates, then tasks until the block is done,
+    /// then its share of the fold.
+    fn work(&self, worker: usize, threads: usize) {
         let start = Instant::now();
+        self.seed_estimates(worker, threads);
         self.with_worker(|evm| self.work_in(evm));
+        let fold_start = Instant::now();
         self.fold();
+        add_elapsed(&self.fold_nanos, fold_start);
         add_elapsed(&self.worker_nanos, start);
+    }
+
+    /// Marks every `threads`-th transaction's sender account, from `worker` on, as an ESTIMATE
+    /// of that transaction ([`ParallelOptions::seed_sender_estimates`]), then waits until every
+    /// worker has done its share: no execution may start before every marker is in place (a
+    /// marker placed after its transaction's first execution would overwrite that execution's
+    /// write). The workers share this serial step; the wait is a spin, as it is short.
+    fn seed_estimates(&self, worker: usize, threads: usize) {
+        if !self.opts.seed_sender_estimates {
+            return;
+        }
+        for index in (worker..self.txs.len()).step_by(threads) {
+            self.mv
+                .seed_estimate(index, Location::Account(self.txs[index].caller));
+        }
+        self.seeded.fetch_add(1, Ordering::AcqRel);
+        while self.seeded.load(Ordering::Acquire) < threads {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
     }
 
     /// After the block: folds shards of the multi-version memory into account changes (each
@@ -548,6 +573,7 @@ where
             interpreted_runs: self.interpreted_runs.load(Ordering::Relaxed),
             execution_time: nanos(&self.execution_nanos),
             validation_time: nanos(&self.validation_nanos),
+            fold_time: nanos(&self.fold_nanos),
             worker_time: nanos(&self.worker_nanos),
         }
     }
@@ -611,7 +637,8 @@ where
                 }
             }
         }
-        changes.sort_unstable_by_key(|c| c.address);
+        // Each shard's changes are sorted: a stable sort merges the runs.
+        changes.sort_by_key(|c| c.address);
         Ok((transactions, changes))
     }
 }
@@ -698,6 +725,7 @@ mod tests {
             ..ParallelOptions::always_parallel(2)
         };
         let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
+        executor.seed_estimates(0, 1);
         let version = executor.scheduler.start_execution_for_test(2);
         assert_eq!(
             executor.with_worker(|evm| executor.try_execute(evm, &mut Buffers::default(), version)),

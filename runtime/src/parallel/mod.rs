@@ -273,8 +273,11 @@ pub struct ParallelStats {
     pub execution_time: std::time::Duration,
     /// Time the workers spent validating read sets, summed over workers.
     pub validation_time: std::time::Duration,
-    /// Time the workers were alive, summed over workers: execution, validation, scheduling,
-    /// waiting for work and the final fold. `execution_time / worker_time` is how busy the
+    /// Time the workers spent folding the multi-version memory into the block's state changes
+    /// (and freeing it), summed over workers.
+    pub fold_time: std::time::Duration,
+    /// Time the workers were alive, summed over workers: seeding the sender estimates,
+    /// execution, validation, scheduling, waiting for work and the final fold. `execution_time / worker_time` is how busy the
     /// threads were with useful or wasted (re-executed) transaction work.
     pub worker_time: std::time::Duration,
 }

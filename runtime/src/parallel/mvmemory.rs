@@ -12,6 +12,7 @@ use super::BlockError;
 use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
 use revm::state::AccountInfo;
+use smallvec::SmallVec;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A transaction's position in the block.
@@ -131,10 +132,13 @@ enum Fee {
 ///
 /// Sorted vectors rather than trees: most locations have one writer, and transactions are
 /// recorded in roughly ascending order, so inserts append.
+///
+/// The first entry and the first two full writers are stored inline: a location with one
+/// writer costs no allocation.
 #[derive(Default)]
 struct Versions {
-    entries: Vec<(TxIdx, Entry)>,
-    full: Vec<TxIdx>,
+    entries: SmallVec<[(TxIdx, Entry); 1]>,
+    full: SmallVec<[TxIdx; 2]>,
 }
 
 fn is_full(entry: &Entry) -> bool {
@@ -291,11 +295,20 @@ impl MvMemory {
     }
 
     fn shard_index(&self, address: &Address) -> usize {
-        let b = address.0 .0;
-        let mut h = 0xcbf2_9ce4_8422_2325_u64;
-        for byte in b {
-            h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-        }
+        // All 20 bytes through splitmix64's finalizer: addresses are hashes on mainnet but
+        // counters in one byte range in tests and synthetic blocks, and both must spread. A
+        // few multiplies instead of a byte-wise hash: this runs for every read, write and
+        // validation.
+        let b = &address.0 .0;
+        let word = |r: std::ops::Range<usize>| {
+            let mut w = [0u8; 8];
+            w[..r.len()].copy_from_slice(&b[r]);
+            u64::from_le_bytes(w)
+        };
+        let mut h = word(0..8) ^ word(8..16).rotate_left(21) ^ word(16..20).rotate_left(42);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
         (h % self.shards.len() as u64) as usize
     }
 
@@ -626,7 +639,7 @@ fn not_final(location: Location, tx: TxIdx) -> FoldFailure {
 
 impl MvMemory {
     /// Folds shard `k`'s final writes over the pre-state into the account changes of its
-    /// addresses (unsorted), exactly as folding every transaction's writes in block order
+    /// addresses (sorted by address), exactly as folding every transaction's writes in block order
     /// would, and empties the shard (so it is freed by the worker that folds it).
     ///
     /// Only valid once the block is done: every location then holds the writes of each
@@ -642,7 +655,8 @@ impl MvMemory {
             shard.entry(address).or_default();
         }
         let mut out = Vec::new();
-        for (address, entry) in shard {
+        for (address, entry) in shard.iter_mut() {
+            let address = *address;
             let fees = (Some(address) == fee_account).then_some(&*self.fees);
             let written = !entry.account.entries.is_empty()
                 || !entry.reset.entries.is_empty()
@@ -651,7 +665,7 @@ impl MvMemory {
             if !written {
                 continue;
             }
-            let mut pending = Pending::with_pre_state(entry.pre);
+            let mut pending = Pending::with_pre_state(entry.pre.take());
             let last_reset = match entry.reset.entries.last() {
                 Some((tx, Entry::Estimate)) => {
                     return Err(not_final(Location::StorageReset(address), *tx))
@@ -680,6 +694,8 @@ impl MvMemory {
             }
             out.extend(pending.finish(db, address).map_err(FoldFailure::Error)?);
         }
+        drop(shard);
+        out.sort_unstable_by_key(|c| c.address);
         Ok(out)
     }
 
@@ -976,6 +992,41 @@ mod tests {
         assert_eq!(
             change.account.as_ref().map(|s| s.balance),
             Some(U256::from(211))
+        );
+    }
+
+    #[test]
+    fn shards_spread_counter_and_hash_addresses() {
+        let mv = MvMemory::new(0, 64, None);
+        let spread = |addresses: Vec<Address>| {
+            let mut load = [0usize; 64];
+            for a in &addresses {
+                load[mv.shard_index(a)] += 1;
+            }
+            let mean = addresses.len() / 64;
+            let max = *load.iter().max().expect("64 shards");
+            assert!(max < 2 * mean, "{max} of {} in one shard", addresses.len());
+        };
+        // Synthetic blocks: a tag byte and a big-endian counter in the low bytes.
+        let counter = |tag: u8, i: u64| {
+            let mut b = [0u8; 20];
+            b[0] = tag;
+            b[12..].copy_from_slice(&i.to_be_bytes());
+            Address::from(b)
+        };
+        spread((0..6400).map(|i| counter(0xa0, i)).collect());
+        spread(
+            (0..6400)
+                .map(|i| Address::with_last_byte(i as u8))
+                .take(256)
+                .chain((0..6144).map(|i| counter(0xb0, i << 8)))
+                .collect(),
+        );
+        // Mainnet: hashes.
+        spread(
+            (0..6400u64)
+                .map(|i| Address::from_word(revm::primitives::keccak256(i.to_be_bytes())))
+                .collect(),
         );
     }
 }
