@@ -379,8 +379,8 @@ impl MvMemory {
             let entry = shard.entry(address).or_default();
             let mut next = Some((location, value));
             while let Some((location, value)) = next.take() {
-                let fee = (Some(location) == self.fee_location()).then(|| match value {
-                    WriteValue::Credit(amount) => Fee::Credit(version.incarnation, amount),
+                let fee = (Some(location) == self.fee_location()).then_some(match &value {
+                    WriteValue::Credit(amount) => Fee::Credit(version.incarnation, *amount),
                     _ => Fee::None,
                 });
                 match fee {
