@@ -620,10 +620,10 @@ where
                 }
             }
         }
-        let mut changes = Vec::new();
+        let mut parts = Vec::with_capacity(self.folded.len());
         for slot in self.folded.into_vec() {
             match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
-                Some(Ok(part)) => changes.extend(part),
+                Some(Ok(part)) => parts.push(part),
                 Some(Err(FoldFailure::Overflow(a))) => {
                     return Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
                 }
@@ -637,15 +637,59 @@ where
                 }
             }
         }
-        // Each shard's changes are sorted: a stable sort merges the runs.
-        changes.sort_by_key(|c| c.address);
-        Ok((transactions, changes))
+        Ok((transactions, merge_sorted(parts)))
     }
+}
+
+/// Merges lists of account changes, each sorted by address (the shards' folds; an address
+/// lives in one shard), into one sorted list, moving each change once.
+fn merge_sorted(parts: Vec<Vec<AccountChange>>) -> Vec<AccountChange> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    let mut parts: Vec<_> = parts
+        .into_iter()
+        .map(|p| p.into_iter().peekable())
+        .collect();
+    let mut heads: BinaryHeap<Reverse<(Address, usize)>> = parts
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, p)| p.peek().map(|c| Reverse((c.address, i))))
+        .collect();
+    while let Some(Reverse((_, i))) = heads.pop() {
+        out.extend(parts[i].next());
+        if let Some(next) = parts[i].peek() {
+            heads.push(Reverse((next.address, i)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_changes_are_sorted() {
+        let change = |n: u8| AccountChange {
+            address: Address::with_last_byte(n),
+            account: None,
+            created: false,
+            destroyed: true,
+            storage: Vec::new(),
+        };
+        let parts = vec![
+            vec![change(1), change(4), change(9)],
+            Vec::new(),
+            vec![change(2), change(3)],
+            vec![change(0), change(10)],
+        ];
+        let merged: Vec<u8> = merge_sorted(parts)
+            .iter()
+            .map(|c| c.address.0[19])
+            .collect();
+        assert_eq!(merged, vec![0, 1, 2, 3, 4, 9, 10]);
+    }
     use crate::evm::NoNative;
     use crate::parallel::mvmemory::TxIdx;
     use revm::bytecode::Bytecode;
