@@ -182,6 +182,7 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
             AccountBase::Written(_, info) => info
                 .map(|i| with_code(self.shared.codes, self.shared.db, i))
                 .transpose(),
+            AccountBase::Cached(info) => Ok(info),
             AccountBase::PreState => self.shared.mv.pre_account(&address, || {
                 pre_account(self.shared.db, self.shared.codes, address)
             }),
@@ -236,7 +237,7 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
             }
         };
         let base_version = match &view.base {
-            AccountBase::PreState => None,
+            AccountBase::PreState | AccountBase::Cached(_) => None,
             AccountBase::Written(v, _) => Some(*v),
         };
         let mut info = self.base_info(view.base, address)?;

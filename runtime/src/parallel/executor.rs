@@ -264,18 +264,12 @@ where
         f(&mut evm)
     }
 
-    /// The worker's loop with its EVM and recycled buffers.
-    fn work_in(&self, evm: &mut WorkerEvm<'_, DB, P>) {
-        let mut buffers = Buffers::default();
-        self.work_with(evm, &mut buffers);
-    }
-
     /// A worker's loop: its share of the sender estimates, then tasks until the block is done,
     /// then its share of the fold.
     fn work(&self, worker: usize, threads: usize) {
         let start = Instant::now();
         self.seed_estimates(worker, threads);
-        self.with_worker(|evm| self.work_in(evm));
+        self.with_worker(|evm| self.work_with(evm, &mut Buffers::default()));
         let fold_start = Instant::now();
         self.fold();
         add_elapsed(&self.fold_nanos, fold_start);
@@ -668,6 +662,12 @@ fn merge_sorted(parts: Vec<Vec<AccountChange>>) -> Vec<AccountChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evm::NoNative;
+    use crate::parallel::mvmemory::TxIdx;
+    use revm::bytecode::Bytecode;
+    use revm::database::{CacheDB, EmptyDB};
+    use revm::primitives::Bytes;
+    use revm::state::AccountInfo;
 
     #[test]
     fn merged_changes_are_sorted() {
@@ -690,12 +690,6 @@ mod tests {
             .collect();
         assert_eq!(merged, vec![0, 1, 2, 3, 4, 9, 10]);
     }
-    use crate::evm::NoNative;
-    use crate::parallel::mvmemory::TxIdx;
-    use revm::bytecode::Bytecode;
-    use revm::database::{CacheDB, EmptyDB};
-    use revm::primitives::Bytes;
-    use revm::state::AccountInfo;
 
     /// `sstore(0, balance(calldata[0..32]))`
     const READ_BALANCE: &[u8] = &[0x60, 0x00, 0x35, 0x31, 0x60, 0x00, 0x55, 0x00];

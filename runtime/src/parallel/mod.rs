@@ -277,8 +277,9 @@ pub struct ParallelStats {
     /// (and freeing it), summed over workers.
     pub fold_time: std::time::Duration,
     /// Time the workers were alive, summed over workers: seeding the sender estimates,
-    /// execution, validation, scheduling, waiting for work and the final fold. `execution_time / worker_time` is how busy the
-    /// threads were with useful or wasted (re-executed) transaction work.
+    /// execution, validation, scheduling, waiting for work and the final fold.
+    /// `execution_time / worker_time` is how busy the threads were with useful or wasted
+    /// (re-executed) transaction work.
     pub worker_time: std::time::Duration,
 }
 
