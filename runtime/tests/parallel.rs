@@ -460,6 +460,8 @@ fn a_dominant_sender_runs_sequentially_by_default() {
         threads: 2,
         min_transactions: 0,
         min_gas: 0,
+        min_contract_gas: 0,
+        min_contract_gas_per_tx: 0,
         ..ParallelOptions::default()
     };
     let par = b.parallel(&opts);
@@ -924,6 +926,32 @@ fn selfdestruct_of_pre_state_contract() {
         let (seq, _) = b.check();
         seq.expect("valid block");
     }
+}
+
+#[test]
+fn blocks_of_plain_transfers_fall_back_to_sequential() {
+    let mut b = standard(SpecId::CANCUN, 400);
+    for i in 0..200 {
+        b.transfer(addr(1 + i), addr(1000 + i), U256::from(5));
+    }
+    // 200 transfers: 4.2M gas in all, none of it contract gas.
+    let par = b
+        .parallel(&ParallelOptions::default())
+        .expect("valid block");
+    assert_eq!(
+        par.stats.fallback,
+        Some(FallbackReason::MostlyTransfers { contract_gas: 0 })
+    );
+    assert!(b.sequential().expect("valid").same_outcome(&par));
+    // 25 contract calls of 200k gas: 5M of contract gas, above both 3M and 20k x 225.
+    for i in 0..25 {
+        b.call(addr(300 + i), addr(2000 + i), U256::ZERO, vec![1]);
+    }
+    let par = b
+        .parallel(&ParallelOptions::default())
+        .expect("valid block");
+    assert_eq!(par.stats.fallback, None);
+    assert!(b.sequential().expect("valid").same_outcome(&par));
 }
 
 #[test]

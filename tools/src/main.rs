@@ -231,7 +231,8 @@ struct BlockArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
     /// Execute every block in parallel, even those the heuristics would run sequentially
-    /// (fewer than 8 transactions or 4M gas, or one sender sending most transactions).
+    /// (fewer than 8 transactions or 4M gas, mostly plain transfers — contract transactions'
+    /// gas limits under 3M or 20k per transaction — or one sender sending most transactions).
     #[arg(long)]
     always_parallel: bool,
     /// Execute every block sequentially and with `--threads` workers, with the interpreter and

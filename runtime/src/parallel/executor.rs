@@ -5,6 +5,7 @@ use super::changes::AccountChange;
 use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError};
 use super::handler::LazyRewardHandler;
 use super::mvmemory::{FoldFailure, MvMemory, TxIdx, Version};
+use super::pool;
 use super::scheduler::{Scheduler, Task};
 use super::writes::{extract_writes, Location, TxWrites, WriteValue};
 use super::{
@@ -56,6 +57,7 @@ where
 {
     let threads = opts.threads.min(txs.len());
     let gas: u64 = txs.iter().map(|t| t.gas_limit).fold(0, u64::saturating_add);
+    let mut senders = HashMap::default();
     let reason = if opts.threads < 2 {
         Some(FallbackReason::SingleThread)
     } else if txs.len() < opts.min_transactions.max(2) {
@@ -64,19 +66,23 @@ where
         })
     } else if gas < opts.min_gas {
         Some(FallbackReason::TooLittleGas { gas })
+    } else if let Some(reason) = mostly_transfers(txs, opts) {
+        Some(reason)
     } else {
-        sender_chain(txs, opts.max_sender_share)
+        senders = sender_counts(txs);
+        sender_chain(&senders, txs.len(), opts.max_sender_share)
     };
     if let Some(reason) = reason {
         return sequential::run(cfg, block, txs, db, provider, reason);
     }
     let executor = Executor::new(cfg, block, txs, db, provider, opts);
-    std::thread::scope(|scope| {
-        for worker in 0..threads {
-            let executor = &executor;
-            scope.spawn(move || executor.work(worker, threads));
-        }
-    });
+    if opts.seed_sender_estimates {
+        executor.seed_estimates(&senders);
+    }
+    if let Err(e) = pool::run_workers(threads, |_| executor.work()) {
+        let reason = FallbackReason::NoThreads(e.to_string());
+        return sequential::run(cfg, block, txs, db, provider, reason);
+    }
     let mut stats = executor.stats(threads);
     match executor.finish() {
         Ok((transactions, changes)) => Ok(BlockOutput {
@@ -96,19 +102,45 @@ where
     }
 }
 
-/// The block's dominant sender, if one sends more than `max_share` of the transactions.
-fn sender_chain(txs: &[TxEnv], max_share: f64) -> Option<FallbackReason> {
-    if max_share >= 1.0 {
+/// Whether the block's contract gas is below [`ParallelOptions::min_contract_gas`]'s bounds.
+fn mostly_transfers(txs: &[TxEnv], opts: &ParallelOptions) -> Option<FallbackReason> {
+    let bound = opts.min_contract_gas.max(
+        opts.min_contract_gas_per_tx
+            .saturating_mul(txs.len() as u64),
+    );
+    if bound == 0 {
         return None;
     }
+    let contract_gas = txs
+        .iter()
+        .filter(|t| t.kind.is_create() || !t.data.is_empty())
+        .map(|t| t.gas_limit)
+        .fold(0, u64::saturating_add);
+    (contract_gas < bound).then_some(FallbackReason::MostlyTransfers { contract_gas })
+}
+
+/// Transactions per sender.
+fn sender_counts(txs: &[TxEnv]) -> HashMap<Address, usize> {
     let mut counts: HashMap<Address, usize> = HashMap::default();
     for tx in txs {
         *counts.entry(tx.caller).or_default() += 1;
     }
-    let (sender, transactions) = counts.into_iter().max_by_key(|(a, n)| (*n, *a))?;
-    (transactions as f64 > max_share * txs.len() as f64).then_some(FallbackReason::SenderChain {
-        sender,
-        transactions,
+    counts
+}
+
+/// The block's dominant sender, if one sends more than `max_share` of its `transactions`.
+fn sender_chain(
+    senders: &HashMap<Address, usize>,
+    transactions: usize,
+    max_share: f64,
+) -> Option<FallbackReason> {
+    if max_share >= 1.0 {
+        return None;
+    }
+    let (sender, sent) = senders.iter().max_by_key(|(a, n)| (**n, **a))?;
+    (*sent as f64 > max_share * transactions as f64).then_some(FallbackReason::SenderChain {
+        sender: *sender,
+        transactions: *sent,
     })
 }
 
@@ -174,8 +206,6 @@ struct Executor<'a, DB, P> {
     /// Whether the block completed so that its changes can be folded (decided once, by the
     /// first worker to finish).
     fold_allowed: OnceLock<bool>,
-    /// Workers done with their share of the sender estimates.
-    seeded: AtomicUsize,
     next_shard: AtomicUsize,
     next_records: AtomicUsize,
     /// Per shard of the multi-version memory, its folded account changes.
@@ -229,7 +259,6 @@ where
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
             fold_allowed: OnceLock::new(),
-            seeded: AtomicUsize::new(0),
             next_shard: AtomicUsize::new(0),
             next_records: AtomicUsize::new(0),
             folded: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
@@ -264,11 +293,9 @@ where
         f(&mut evm)
     }
 
-    /// A worker's loop: its share of the sender estimates, then tasks until the block is done,
-    /// then its share of the fold.
-    fn work(&self, worker: usize, threads: usize) {
+    /// A worker's loop: tasks until the block is done, then its share of the fold.
+    fn work(&self) {
         let start = Instant::now();
-        self.seed_estimates(worker, threads);
         self.with_worker(|evm| self.work_with(evm, &mut Buffers::default()));
         let fold_start = Instant::now();
         self.fold();
@@ -276,23 +303,17 @@ where
         add_elapsed(&self.worker_nanos, start);
     }
 
-    /// Marks every `threads`-th transaction's sender account, from `worker` on, as an ESTIMATE
-    /// of that transaction ([`ParallelOptions::seed_sender_estimates`]), then waits until every
-    /// worker has done its share: no execution may start before every marker is in place (a
-    /// marker placed after its transaction's first execution would overwrite that execution's
-    /// write). The workers share this serial step; the wait is a spin, as it is short.
-    fn seed_estimates(&self, worker: usize, threads: usize) {
-        if !self.opts.seed_sender_estimates {
-            return;
-        }
-        for index in (worker..self.txs.len()).step_by(threads) {
-            self.mv
-                .seed_estimate(index, Location::Account(self.txs[index].caller));
-        }
-        self.seeded.fetch_add(1, Ordering::AcqRel);
-        while self.seeded.load(Ordering::Acquire) < threads {
-            std::hint::spin_loop();
-            std::thread::yield_now();
+    /// Marks the sender account of every transaction whose sender sends more than one
+    /// transaction in the block as an ESTIMATE of that transaction
+    /// ([`ParallelOptions::seed_sender_estimates`]). Runs before any worker starts: a marker
+    /// placed after its transaction's first execution would overwrite that execution's write,
+    /// and one placed after a later transaction read the account would not make that read
+    /// fail validation.
+    fn seed_estimates(&self, senders: &HashMap<Address, usize>) {
+        for (index, tx) in self.txs.iter().enumerate() {
+            if senders.get(&tx.caller).is_some_and(|&n| n > 1) {
+                self.mv.seed_estimate(index, Location::Account(tx.caller));
+            }
         }
     }
 
@@ -763,7 +784,9 @@ mod tests {
             ..ParallelOptions::always_parallel(2)
         };
         let executor = Executor::new(&cfg, &block, &txs, &db, &NoNative, &opts);
-        executor.seed_estimates(0, 1);
+        // The markers `execute_block` seeds for senders of several transactions.
+        executor.mv.seed_estimate(0, Location::Account(coinbase));
+        executor.mv.seed_estimate(1, Location::Account(a));
         let version = executor.scheduler.start_execution_for_test(2);
         assert_eq!(
             executor.with_worker(|evm| executor.try_execute(evm, &mut Buffers::default(), version)),

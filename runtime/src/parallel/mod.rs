@@ -13,9 +13,10 @@
 //! account's balance (as the sender, via `BALANCE`/`SELFBALANCE`, as a call target…) sees the
 //! exact value: its read walks every earlier credit and depends on all of them.
 //!
-//! Every transaction's sender account is marked as an ESTIMATE of that transaction before
-//! execution starts (every valid transaction writes it), so the next transaction of the same
-//! sender waits for it instead of running on a stale nonce: a read that hits an ESTIMATE
+//! The sender account of every transaction whose sender sends several transactions in the
+//! block is marked as an ESTIMATE of that transaction before execution starts (every valid
+//! transaction writes it), so the sender's next transaction waits for it instead of running on
+//! a stale nonce: a read that hits an ESTIMATE
 //! suspends the reader until that transaction has run again (the paper's dependency list), or,
 //! with [`ParallelOptions::wait_on_running`], waits on a condition variable while that
 //! transaction is being executed.
@@ -32,6 +33,7 @@ mod db;
 mod executor;
 mod handler;
 pub(crate) mod mvmemory;
+mod pool;
 mod scheduler;
 mod sequential;
 mod writes;
@@ -57,6 +59,14 @@ pub struct ParallelOptions {
     /// Blocks whose transactions' gas limits add up to less run sequentially. Default:
     /// [`ParallelOptions::DEFAULT_MIN_GAS`].
     pub min_gas: u64,
+    /// Blocks whose *contract gas* — the gas limits of the transactions that create a
+    /// contract or carry input data — adds up to less than this, or to less than
+    /// [`ParallelOptions::min_contract_gas_per_tx`] per transaction, run sequentially: they
+    /// are mostly plain transfers. Default: [`ParallelOptions::DEFAULT_MIN_CONTRACT_GAS`].
+    pub min_contract_gas: u64,
+    /// See [`ParallelOptions::min_contract_gas`]. Default:
+    /// [`ParallelOptions::DEFAULT_MIN_CONTRACT_GAS_PER_TX`].
+    pub min_contract_gas_per_tx: u64,
     /// Record the beneficiary's fee as a lazy credit. Default `true`; `false` makes every
     /// transaction depend on the previous one through the beneficiary's balance.
     pub lazy_beneficiary: bool,
@@ -72,10 +82,10 @@ pub struct ParallelOptions {
     /// the fallback cost 0.67-0.80x of sequential time on two of them where the parallel path
     /// gained 1.16-1.38x (the third, 116525, is small and below 1x either way).
     pub fallback_on_repeated_wipe: bool,
-    /// Before execution, mark every transaction's sender account as an ESTIMATE of that
-    /// transaction (every valid transaction writes it), so a later transaction reading it — the
-    /// next transaction of the same sender, above all — waits for the writer instead of
-    /// executing on a stale nonce and being re-executed. Default `true`.
+    /// Before execution, mark the sender account of every transaction whose sender sends
+    /// several transactions in the block as an ESTIMATE of that transaction (every valid
+    /// transaction writes it), so the sender's next transaction waits for the writer instead
+    /// of executing on a stale nonce and being re-executed. Default `true`.
     pub seed_sender_estimates: bool,
     /// Blocks where one sender sends more than this share of the transactions run
     /// sequentially: each of its transactions waits for the previous one (nonce and balance),
@@ -112,6 +122,24 @@ impl ParallelOptions {
     /// parallel run (threads, per-block tables, the fold) being a large part of their time;
     /// the next ones (4.3M and more) broke even or gained.
     pub const DEFAULT_MIN_GAS: u64 = 4_000_000;
+    /// Default of [`ParallelOptions::min_contract_gas_per_tx`], measured with two threads on
+    /// the 2-core benchmark machine. A plain transfer costs Block-STM about twice the CPU of
+    /// sequential execution (reads through the multi-version memory, recording, validation,
+    /// the fold: 40,460 against 19,680 perf samples for the same 300 runs of the synthetic
+    /// 100 Mgas transfer block), so two threads cannot gain on a block of transfers. With
+    /// `ember block ../shared/mainnet --compare -t 2 --always-parallel`, two runs: every block
+    /// whose contract gas was under 20k per transaction ran at 0.28-1.00x in parallel except
+    /// one at 0.93-1.25x (15274915), and every block above it and above
+    /// [`ParallelOptions::DEFAULT_MIN_CONTRACT_GAS`] ran at 1.02x or better, except four
+    /// (1796867 and 12520364, which one dominant sender already sends sequentially; 4370000 at
+    /// 0.81-1.04x; 116525 below). More threads would divide the per-transaction overhead
+    /// further; that is not measured here, so lower this when running with more.
+    pub const DEFAULT_MIN_CONTRACT_GAS_PER_TX: u64 = 20_000;
+    /// Default of [`ParallelOptions::min_contract_gas`]: the mainnet blocks with less contract
+    /// gas than this (0.6-2.3M: 116525, 3356896, and early blocks below
+    /// [`ParallelOptions::DEFAULT_MIN_GAS`]) ran at 0.37-0.93x in parallel (two runs, as
+    /// above), well under a millisecond of sequential work each.
+    pub const DEFAULT_MIN_CONTRACT_GAS: u64 = 3_000_000;
     /// Default of [`ParallelOptions::max_sender_share`]. Measured on the 68 mainnet blocks: the
     /// blocks of one dominant sender (mining-pool payouts from the beneficiary, exchange
     /// withdrawals: 91-99% of their transactions from one account) ran 2-6x slower in parallel
@@ -131,6 +159,8 @@ impl ParallelOptions {
             threads,
             min_transactions: 0,
             min_gas: 0,
+            min_contract_gas: 0,
+            min_contract_gas_per_tx: 0,
             max_sender_share: 1.0,
             ..Self::default()
         }
@@ -143,6 +173,8 @@ impl Default for ParallelOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             min_transactions: Self::DEFAULT_MIN_TRANSACTIONS,
             min_gas: Self::DEFAULT_MIN_GAS,
+            min_contract_gas: Self::DEFAULT_MIN_CONTRACT_GAS,
+            min_contract_gas_per_tx: Self::DEFAULT_MIN_CONTRACT_GAS_PER_TX,
             lazy_beneficiary: true,
             lazy_transfers: true,
             fallback_on_repeated_wipe: false,
@@ -206,6 +238,12 @@ pub enum FallbackReason {
         /// Sum of the transactions' gas limits.
         gas: u64,
     },
+    /// Less contract gas than [`ParallelOptions::min_contract_gas`] allows: mostly plain
+    /// transfers.
+    MostlyTransfers {
+        /// Sum of the gas limits of the transactions that create or carry input.
+        contract_gas: u64,
+    },
     /// One sender sends more than [`ParallelOptions::max_sender_share`] of the transactions.
     SenderChain {
         /// The sender.
@@ -219,6 +257,8 @@ pub enum FallbackReason {
     /// Lazy credits overflowed an account's balance (revm would keep the old balance, which
     /// lazy credits cannot reproduce).
     BalanceOverflow(Address),
+    /// The worker threads could not be created (the error).
+    NoThreads(String),
 }
 
 impl std::fmt::Display for FallbackReason {
@@ -230,6 +270,12 @@ impl std::fmt::Display for FallbackReason {
                 write!(f, "only {transactions} transactions")
             }
             FallbackReason::TooLittleGas { gas } => write!(f, "only {gas} gas"),
+            FallbackReason::MostlyTransfers { contract_gas } => {
+                write!(
+                    f,
+                    "mostly transfers: {contract_gas} gas in contract transactions"
+                )
+            }
             FallbackReason::SenderChain {
                 sender,
                 transactions,
@@ -238,6 +284,7 @@ impl std::fmt::Display for FallbackReason {
                 write!(f, "storage of {a} wiped by several transactions")
             }
             FallbackReason::BalanceOverflow(a) => write!(f, "balance overflow at {a}"),
+            FallbackReason::NoThreads(e) => write!(f, "no worker threads: {e}"),
         }
     }
 }
