@@ -1140,7 +1140,9 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let mut by = BTreeMap::new();
     let (mut reexec, mut native, mut interp, mut sequential) = (0u64, 0u64, 0u64, 0usize);
     let (mut waits, mut suspensions) = (0u64, 0u64);
-    let (mut exec_t, mut valid_t, mut fold_t, mut worker_t) = (
+    let (mut exec_t, mut record_t, mut valid_t, mut idle_t, mut fold_t, mut worker_t) = (
+        Duration::ZERO,
+        Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
@@ -1149,7 +1151,9 @@ pub fn totals(reports: &[BlockReport]) -> String {
     for r in reports {
         if let Some(s) = &r.stats {
             exec_t += s.execution_time;
+            record_t += s.record_time;
             valid_t += s.validation_time;
+            idle_t += s.idle_time;
             fold_t += s.fold_time;
             worker_t += s.worker_time;
             reexec += s.reexecutions;
@@ -1190,12 +1194,15 @@ pub fn totals(reports: &[BlockReport]) -> String {
         String::new()
     } else {
         format!(
-            "\n       parallel workers' time: {:.0}% executing transactions, {:.0}% validating, \
-             {:.0}% folding the state changes, {:.0}% scheduling and waiting for work",
+            "\n       parallel workers' time: {:.0}% executing transactions, {:.0}% recording \
+             them, {:.0}% validating, {:.0}% folding the state changes, {:.0}% idle (no task \
+             available), {:.0}% scheduling",
             share(exec_t),
+            share(record_t),
             share(valid_t),
             share(fold_t),
-            share(worker_t.saturating_sub(exec_t + valid_t + fold_t))
+            share(idle_t),
+            share(worker_t.saturating_sub(exec_t + record_t + valid_t + fold_t + idle_t))
         )
     };
     format!(

@@ -12,6 +12,7 @@ use super::{
     sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
 };
 use crate::evm::{EmberEvm, NativeProvider};
+use crossbeam_utils::CachePadded;
 use revm::context::{BlockEnv, CfgEnv, Context, ContextSetters, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
 use revm::database_interface::DatabaseRef;
@@ -197,7 +198,8 @@ struct Executor<'a, DB, P> {
     mv: MvMemory,
     scheduler: Scheduler,
     codes: CodeCache,
-    results: Box<[Mutex<Option<TxResult>>]>,
+    /// Per transaction, its latest execution's result (on cache lines of its own).
+    results: Box<[CachePadded<Mutex<Option<TxResult>>>]>,
     no_lazy: Box<[AtomicBool]>,
     hazard: Mutex<Option<FallbackReason>>,
     /// Per address, the transaction whose execution wiped a contract there (early detection of
@@ -220,6 +222,8 @@ struct Executor<'a, DB, P> {
     interpreted_runs: AtomicU64,
     execution_nanos: AtomicU64,
     validation_nanos: AtomicU64,
+    record_nanos: AtomicU64,
+    idle_nanos: AtomicU64,
     fold_nanos: AtomicU64,
     worker_nanos: AtomicU64,
 }
@@ -254,7 +258,7 @@ where
             mv,
             scheduler: Scheduler::new(n, opts.wait_on_running),
             codes: CodeCache::new(),
-            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            results: (0..n).map(|_| CachePadded::new(Mutex::new(None))).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
@@ -272,6 +276,8 @@ where
             interpreted_runs: AtomicU64::new(0),
             execution_nanos: AtomicU64::new(0),
             validation_nanos: AtomicU64::new(0),
+            record_nanos: AtomicU64::new(0),
+            idle_nanos: AtomicU64::new(0),
             fold_nanos: AtomicU64::new(0),
             worker_nanos: AtomicU64::new(0),
         }
@@ -395,7 +401,9 @@ where
                         if let Some(limit) = stall {
                             self.report_stall(limit, &mut idle_since);
                         }
+                        let idle_start = Instant::now();
                         self.scheduler.wait_for_work(epoch, self.opts.idle_spin);
+                        add_elapsed(&self.idle_nanos, idle_start);
                     } else {
                         idle_since = None;
                     }
@@ -528,9 +536,11 @@ where
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(result);
                     let reads = &mut evm.inner.ctx.journaled_state.database.reads;
+                    let record_start = Instant::now();
                     let wrote_new_path =
                         self.mv
                             .record(version, reads, writes, &mut buffers.locations);
+                    add_elapsed(&self.record_nanos, record_start);
                     return self.scheduler.finish_execution(version, wrote_new_path);
                 }
                 Outcome::Suspended => return None,
@@ -588,6 +598,8 @@ where
             interpreted_runs: self.interpreted_runs.load(Ordering::Relaxed),
             execution_time: nanos(&self.execution_nanos),
             validation_time: nanos(&self.validation_nanos),
+            record_time: nanos(&self.record_nanos),
+            idle_time: nanos(&self.idle_nanos),
             fold_time: nanos(&self.fold_nanos),
             worker_time: nanos(&self.worker_nanos),
         }
@@ -618,7 +630,11 @@ where
         let mut transactions = Vec::with_capacity(self.txs.len());
         let mut cumulative_gas_used = 0u64;
         for (index, slot) in self.results.into_vec().into_iter().enumerate() {
-            match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            match slot
+                .into_inner()
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
                 Some(Ok(result)) => {
                     cumulative_gas_used = cumulative_gas_used.saturating_add(result.tx_gas_used());
                     transactions.push(TxOutput {

@@ -318,13 +318,19 @@ pub struct ParallelStats {
     /// Time the workers spent executing transactions, summed over workers (zero when the block
     /// ran sequentially).
     pub execution_time: std::time::Duration,
+    /// Time the workers spent recording executions' reads and writes in the multi-version
+    /// memory, summed over workers.
+    pub record_time: std::time::Duration,
     /// Time the workers spent validating read sets, summed over workers.
     pub validation_time: std::time::Duration,
+    /// Time the workers spent idle, finding no task (waiting for other workers' executions or
+    /// validations to open new work, or for the block's end), summed over workers.
+    pub idle_time: std::time::Duration,
     /// Time the workers spent folding the multi-version memory into the block's state changes
     /// (and freeing it), summed over workers.
     pub fold_time: std::time::Duration,
-    /// Time the workers were alive, summed over workers: seeding the sender estimates,
-    /// execution, validation, scheduling, waiting for work and the final fold.
+    /// Time the workers were alive, summed over workers: execution, recording, validation,
+    /// scheduling, idling and the final fold.
     /// `execution_time / worker_time` is how busy the threads were with useful or wasted
     /// (re-executed) transaction work.
     pub worker_time: std::time::Duration,

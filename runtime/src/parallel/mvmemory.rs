@@ -9,6 +9,7 @@
 use super::changes::{AccountChange, FoldError, Pending};
 use super::writes::{Location, TxWrites, WriteValue};
 use super::BlockError;
+use crossbeam_utils::CachePadded;
 use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
 use revm::state::AccountInfo;
@@ -255,13 +256,17 @@ impl AddressEntry {
 type Shard = HashMap<Address, AddressEntry>;
 
 /// The multi-version memory of one block.
+///
+/// Shards and per-transaction entries each sit on cache lines of their own: the workers run
+/// neighbouring transactions at the same time, and entries sharing a line would bounce it
+/// between cores at every lock.
 pub(crate) struct MvMemory {
-    shards: Box<[Mutex<Shard>]>,
-    records: Box<[Mutex<TxRecord>]>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    records: Box<[CachePadded<Mutex<TxRecord>>]>,
     /// The account whose credits live in `fees` (the beneficiary, when its fee is lazy).
     fee_account: Option<Address>,
     /// Per transaction, its credit to `fee_account`.
-    fees: Box<[Mutex<Fee>]>,
+    fees: Box<[CachePadded<Mutex<Fee>>]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -294,15 +299,15 @@ impl MvMemory {
         Self {
             shards: (0..shards)
                 .map(|_| {
-                    Mutex::new(Shard::with_capacity_and_hasher(
+                    CachePadded::new(Mutex::new(Shard::with_capacity_and_hasher(
                         per_shard,
                         Default::default(),
-                    ))
+                    )))
                 })
                 .collect(),
-            records: (0..block_size).map(|_| Mutex::default()).collect(),
+            records: (0..block_size).map(|_| CachePadded::default()).collect(),
             fee_account,
-            fees: (0..block_size).map(|_| Mutex::default()).collect(),
+            fees: (0..block_size).map(|_| CachePadded::default()).collect(),
         }
     }
 
@@ -738,7 +743,7 @@ fn fold_account<DB: DatabaseRef>(
     db: &DB,
     address: Address,
     entries: &[(TxIdx, Entry)],
-    fees: Option<&[Mutex<Fee>]>,
+    fees: Option<&[CachePadded<Mutex<Fee>>]>,
 ) -> Result<(), FoldFailure> {
     let location = Location::Account(address);
     let mut fees = fees

@@ -11,6 +11,7 @@
 //! until the scheduler's state changes, instead of spinning indefinitely.
 
 use super::mvmemory::{Incarnation, TxIdx, Version};
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -57,7 +58,8 @@ pub(crate) struct Scheduler {
     decrease_cnt: AtomicUsize,
     num_active_tasks: AtomicUsize,
     done: AtomicBool,
-    txs: Box<[TxState]>,
+    /// Per transaction, on cache lines of its own (the workers run neighbouring transactions).
+    txs: Box<[CachePadded<TxState>]>,
     /// Bumped whenever new work may have appeared.
     epoch: AtomicU64,
     /// Workers sleeping in [`Scheduler::wait_for_work`].
@@ -85,10 +87,12 @@ impl Scheduler {
             num_active_tasks: AtomicUsize::new(0),
             done: AtomicBool::new(block_size == 0),
             txs: (0..block_size)
-                .map(|_| TxState {
-                    status: Mutex::new(Status::ReadyToExecute(0)),
-                    changed: Condvar::new(),
-                    dependents: Mutex::new(Vec::new()),
+                .map(|_| {
+                    CachePadded::new(TxState {
+                        status: Mutex::new(Status::ReadyToExecute(0)),
+                        changed: Condvar::new(),
+                        dependents: Mutex::new(Vec::new()),
+                    })
                 })
                 .collect(),
             epoch: AtomicU64::new(0),
