@@ -19,7 +19,7 @@ use revm::database_interface::DatabaseRef;
 use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext, MainnetContext};
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -158,11 +158,31 @@ fn stall_report_after() -> Option<Duration> {
     })
 }
 
-/// A worker's buffers, recycled from execution to execution.
+/// A worker's buffers, recycled from execution to execution, and its counters.
 #[derive(Default)]
 struct Buffers {
     writes: TxWrites,
     locations: Vec<Location>,
+    /// Added to the block's totals when the worker ends: shared counters bumped at every
+    /// execution would bounce their cache line between the cores.
+    counters: ParallelStats,
+}
+
+/// Adds `b`'s counters and times to `a`'s.
+fn add_counters(a: &mut ParallelStats, b: &ParallelStats) {
+    a.executions += b.executions;
+    a.reexecutions += b.reexecutions;
+    a.validations += b.validations;
+    a.validation_failures += b.validation_failures;
+    a.lazy_retries += b.lazy_retries;
+    a.native_runs += b.native_runs;
+    a.interpreted_runs += b.interpreted_runs;
+    a.execution_time += b.execution_time;
+    a.validation_time += b.validation_time;
+    a.record_time += b.record_time;
+    a.idle_time += b.idle_time;
+    a.fold_time += b.fold_time;
+    a.worker_time += b.worker_time;
 }
 
 enum Finish {
@@ -176,15 +196,6 @@ enum Outcome {
     Suspended,
     LazyMisuse,
     Hazard(FallbackReason),
-}
-
-fn add_elapsed(counter: &AtomicU64, since: Instant) {
-    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    counter.fetch_add(ns, Ordering::Relaxed);
-}
-
-fn nanos(counter: &AtomicU64) -> Duration {
-    Duration::from_nanos(counter.load(Ordering::Relaxed))
 }
 
 struct Executor<'a, DB, P> {
@@ -213,19 +224,8 @@ struct Executor<'a, DB, P> {
     /// Per shard of the multi-version memory, its folded account changes.
     folded: Box<[Mutex<Option<FoldedShard>>]>,
     stall_reported: AtomicBool,
-    executions: AtomicU64,
-    reexecutions: AtomicU64,
-    validations: AtomicU64,
-    validation_failures: AtomicU64,
-    lazy_retries: AtomicU64,
-    native_runs: AtomicU64,
-    interpreted_runs: AtomicU64,
-    execution_nanos: AtomicU64,
-    validation_nanos: AtomicU64,
-    record_nanos: AtomicU64,
-    idle_nanos: AtomicU64,
-    fold_nanos: AtomicU64,
-    worker_nanos: AtomicU64,
+    /// The workers' counters, added up as each worker ends.
+    totals: Mutex<ParallelStats>,
 }
 
 impl<'a, DB, P> Executor<'a, DB, P>
@@ -267,19 +267,7 @@ where
             next_records: AtomicUsize::new(0),
             folded: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
             stall_reported: AtomicBool::new(false),
-            executions: AtomicU64::new(0),
-            reexecutions: AtomicU64::new(0),
-            validations: AtomicU64::new(0),
-            validation_failures: AtomicU64::new(0),
-            lazy_retries: AtomicU64::new(0),
-            native_runs: AtomicU64::new(0),
-            interpreted_runs: AtomicU64::new(0),
-            execution_nanos: AtomicU64::new(0),
-            validation_nanos: AtomicU64::new(0),
-            record_nanos: AtomicU64::new(0),
-            idle_nanos: AtomicU64::new(0),
-            fold_nanos: AtomicU64::new(0),
-            worker_nanos: AtomicU64::new(0),
+            totals: Mutex::new(ParallelStats::default()),
         }
     }
 
@@ -302,11 +290,17 @@ where
     /// A worker's loop: tasks until the block is done, then its share of the fold.
     fn work(&self) {
         let start = Instant::now();
-        self.with_worker(|evm| self.work_with(evm, &mut Buffers::default()));
+        let mut buffers = Buffers::default();
+        self.with_worker(|evm| self.work_with(evm, &mut buffers));
         let fold_start = Instant::now();
         self.fold();
-        add_elapsed(&self.fold_nanos, fold_start);
-        add_elapsed(&self.worker_nanos, start);
+        let counters = &mut buffers.counters;
+        counters.fold_time += fold_start.elapsed();
+        counters.worker_time += start.elapsed();
+        add_counters(
+            &mut self.totals.lock().unwrap_or_else(PoisonError::into_inner),
+            counters,
+        );
     }
 
     /// Marks the sender account of every transaction whose sender sends more than one
@@ -393,7 +387,7 @@ where
         while !self.scheduler.done() {
             task = match task {
                 Some(Task::Execute(version)) => self.try_execute(evm, buffers, version),
-                Some(Task::Validate(version)) => self.validate(version),
+                Some(Task::Validate(version)) => self.validate(version, &mut buffers.counters),
                 None => {
                     let epoch = self.scheduler.idle_epoch();
                     let next = self.scheduler.next_task();
@@ -403,7 +397,7 @@ where
                         }
                         let idle_start = Instant::now();
                         self.scheduler.wait_for_work(epoch, self.opts.idle_spin);
-                        add_elapsed(&self.idle_nanos, idle_start);
+                        buffers.counters.idle_time += idle_start.elapsed();
                     } else {
                         idle_since = None;
                     }
@@ -447,6 +441,7 @@ where
         &self,
         evm: &mut WorkerEvm<'_, DB, P>,
         writes: &mut TxWrites,
+        counters: &mut ParallelStats,
         version: Version,
     ) -> Outcome {
         let index = version.tx;
@@ -466,10 +461,8 @@ where
         );
         let result = handler.run(evm);
         let state = evm.finalize();
-        self.native_runs
-            .fetch_add(evm.stats.native_runs.replace(0), Ordering::Relaxed);
-        self.interpreted_runs
-            .fetch_add(evm.stats.interpreted_runs.replace(0), Ordering::Relaxed);
+        counters.native_runs += evm.stats.native_runs.replace(0);
+        counters.interpreted_runs += evm.stats.interpreted_runs.replace(0);
         let db = &mut evm.inner.ctx.journaled_state.database;
         if db.suspended.is_some() {
             return Outcome::Suspended;
@@ -498,13 +491,13 @@ where
         version: Version,
     ) -> Option<Task> {
         loop {
-            self.executions.fetch_add(1, Ordering::Relaxed);
+            buffers.counters.executions += 1;
             if version.incarnation > 0 {
-                self.reexecutions.fetch_add(1, Ordering::Relaxed);
+                buffers.counters.reexecutions += 1;
             }
             let start = Instant::now();
-            let outcome = self.execute(evm, &mut buffers.writes, version);
-            add_elapsed(&self.execution_nanos, start);
+            let outcome = self.execute(evm, &mut buffers.writes, &mut buffers.counters, version);
+            buffers.counters.execution_time += start.elapsed();
             match outcome {
                 Outcome::Done(result) => {
                     let writes = &mut buffers.writes;
@@ -540,13 +533,13 @@ where
                     let wrote_new_path =
                         self.mv
                             .record(version, reads, writes, &mut buffers.locations);
-                    add_elapsed(&self.record_nanos, record_start);
+                    buffers.counters.record_time += record_start.elapsed();
                     return self.scheduler.finish_execution(version, wrote_new_path);
                 }
                 Outcome::Suspended => return None,
                 Outcome::LazyMisuse => {
                     self.no_lazy[version.tx].store(true, Ordering::Relaxed);
-                    self.lazy_retries.fetch_add(1, Ordering::Relaxed);
+                    buffers.counters.lazy_retries += 1;
                 }
                 Outcome::Hazard(reason) => return self.halt_with(reason),
             }
@@ -570,16 +563,16 @@ where
             .map(|info| info.map_or(KECCAK_EMPTY, |i| i.code_hash))
     }
 
-    fn validate(&self, version: Version) -> Option<Task> {
-        self.validations.fetch_add(1, Ordering::Relaxed);
+    fn validate(&self, version: Version, counters: &mut ParallelStats) -> Option<Task> {
+        counters.validations += 1;
         let start = Instant::now();
         let valid = self.mv.validate(version.tx, |a| self.pre_code_hash(a));
         let aborted = !valid && self.scheduler.try_validation_abort(version);
         if aborted {
-            self.validation_failures.fetch_add(1, Ordering::Relaxed);
+            counters.validation_failures += 1;
             self.mv.convert_writes_to_estimates(version.tx);
         }
-        add_elapsed(&self.validation_nanos, start);
+        counters.validation_time += start.elapsed();
         self.scheduler.finish_validation(version.tx, aborted)
     }
 
@@ -587,21 +580,13 @@ where
         ParallelStats {
             threads,
             fallback: None,
-            executions: self.executions.load(Ordering::Relaxed),
-            reexecutions: self.reexecutions.load(Ordering::Relaxed),
-            validations: self.validations.load(Ordering::Relaxed),
-            validation_failures: self.validation_failures.load(Ordering::Relaxed),
             dependency_waits: self.scheduler.waits.load(Ordering::Relaxed),
             dependency_suspensions: self.scheduler.suspensions.load(Ordering::Relaxed),
-            lazy_retries: self.lazy_retries.load(Ordering::Relaxed),
-            native_runs: self.native_runs.load(Ordering::Relaxed),
-            interpreted_runs: self.interpreted_runs.load(Ordering::Relaxed),
-            execution_time: nanos(&self.execution_nanos),
-            validation_time: nanos(&self.validation_nanos),
-            record_time: nanos(&self.record_nanos),
-            idle_time: nanos(&self.idle_nanos),
-            fold_time: nanos(&self.fold_nanos),
-            worker_time: nanos(&self.worker_nanos),
+            ..self
+                .totals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         }
     }
 

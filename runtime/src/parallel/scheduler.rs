@@ -51,12 +51,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The scheduler of one block.
+///
+/// The counters every task moves are on cache lines of their own, apart from the read-mostly
+/// fields (`done`, `epoch`...) that every worker loop reads.
 pub(crate) struct Scheduler {
     block_size: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
-    decrease_cnt: AtomicUsize,
-    num_active_tasks: AtomicUsize,
+    execution_idx: CachePadded<AtomicUsize>,
+    validation_idx: CachePadded<AtomicUsize>,
+    decrease_cnt: CachePadded<AtomicUsize>,
+    num_active_tasks: CachePadded<AtomicUsize>,
     done: AtomicBool,
     /// Per transaction, on cache lines of its own (the workers run neighbouring transactions).
     txs: Box<[CachePadded<TxState>]>,
@@ -81,10 +84,10 @@ impl Scheduler {
     pub(crate) fn new(block_size: usize, wait_on_running: bool) -> Self {
         Self {
             block_size,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_cnt: AtomicUsize::new(0),
-            num_active_tasks: AtomicUsize::new(0),
+            execution_idx: CachePadded::new(AtomicUsize::new(0)),
+            validation_idx: CachePadded::new(AtomicUsize::new(0)),
+            decrease_cnt: CachePadded::new(AtomicUsize::new(0)),
+            num_active_tasks: CachePadded::new(AtomicUsize::new(0)),
             done: AtomicBool::new(block_size == 0),
             txs: (0..block_size)
                 .map(|_| {
