@@ -53,6 +53,43 @@ impl<P: NativeProvider + ?Sized> NativeProvider for std::sync::Arc<P> {
     }
 }
 
+/// A provider that remembers, for its own lifetime, what `inner` answered for each (code hash,
+/// spec), so each contract is asked for once.
+///
+/// Shared providers take a lock per question (the JIT cache does) and two threads asking at
+/// every frame bounce that lock's cache line between cores; the parallel block executor gives
+/// each worker one of these over the shared provider for the block. A function that becomes
+/// available after the first question (a hot contract compiled in the background) is used
+/// from the next `MemoProvider` on, i.e. from the next block; and a provider that counts
+/// questions to count frames sees one per contract.
+#[derive(Debug)]
+pub struct MemoProvider<P> {
+    inner: P,
+    memo: core::cell::RefCell<revm::primitives::HashMap<(B256, SpecId), Option<NativeFn>>>,
+}
+
+impl<P> MemoProvider<P> {
+    /// Remembers `inner`'s answers.
+    pub fn new(inner: P) -> Self {
+        Self {
+            inner,
+            memo: Default::default(),
+        }
+    }
+}
+
+impl<P: NativeProvider> NativeProvider for MemoProvider<P> {
+    fn native_fn(&self, code_hash: &B256, spec: SpecId) -> Option<NativeFn> {
+        let key = (*code_hash, spec);
+        if let Some(known) = self.memo.borrow().get(&key) {
+            return *known;
+        }
+        let answer = self.inner.native_fn(code_hash, spec);
+        self.memo.borrow_mut().insert(key, answer);
+        answer
+    }
+}
+
 /// Counts of frame runs, so tools can say how much ran natively and how much fell back.
 #[derive(Debug, Default, Clone)]
 pub struct ExecStats {
@@ -377,4 +414,33 @@ where
 pub fn context_spec<CTX: ContextTr>(ctx: &CTX) -> SpecId {
     use revm::context_interface::Cfg;
     ctx.cfg().spec().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers "no function" and counts the questions.
+    #[derive(Default)]
+    struct Counting(Cell<u32>);
+
+    impl NativeProvider for Counting {
+        fn native_fn(&self, _: &B256, _: SpecId) -> Option<NativeFn> {
+            self.0.set(self.0.get() + 1);
+            None
+        }
+    }
+
+    #[test]
+    fn memo_provider_asks_once_per_code_hash_and_spec() {
+        let inner = Counting::default();
+        let memo = MemoProvider::new(&inner);
+        let (a, b) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        for _ in 0..3 {
+            assert!(memo.native_fn(&a, SpecId::CANCUN).is_none());
+            assert!(memo.native_fn(&b, SpecId::CANCUN).is_none());
+            assert!(memo.native_fn(&a, SpecId::SHANGHAI).is_none());
+        }
+        assert_eq!(inner.0.get(), 3);
+    }
 }

@@ -13,7 +13,7 @@ pub mod parallel;
 
 pub use abi::{EvmContext, NativeFn};
 pub use aot::{AotError, AotLibrary, HostTarget, Manifest};
-pub use evm::{EmberEvm, ExecStats, FrameRecord, NativeProvider, NoNative};
+pub use evm::{EmberEvm, ExecStats, FrameRecord, MemoProvider, NativeProvider, NoNative};
 pub use parallel::{
     execute_block, execute_block_sequential, BlockError, BlockOutput, ParallelOptions,
     ParallelStats,

@@ -11,7 +11,7 @@ use super::writes::{extract_writes, Location, TxWrites, WriteValue};
 use super::{
     sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
 };
-use crate::evm::{EmberEvm, NativeProvider};
+use crate::evm::{EmberEvm, MemoProvider, NativeProvider};
 use crossbeam_utils::CachePadded;
 use revm::context::{BlockEnv, CfgEnv, Context, ContextSetters, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
@@ -34,7 +34,7 @@ const SHARDS: usize = 64;
 /// The EVM a worker runs all its executions on (building one per execution would allocate
 /// revm's frame stack and interpreter buffers every time): its database is re-aimed at each
 /// transaction with [`TxDb::begin`], its context gets each transaction with `set_tx`.
-type WorkerEvm<'s, DB, P> = EmberEvm<MainnetContext<TxDb<'s, DB>>, &'s P>;
+type WorkerEvm<'s, DB, P> = EmberEvm<MainnetContext<TxDb<'s, DB>>, MemoProvider<&'s P>>;
 
 /// Executes a block's transactions in parallel (Block-STM) on top of the read-only pre-state
 /// `db`, every transaction through [`EmberEvm`] with native code from `provider`.
@@ -283,7 +283,7 @@ where
             .with_block(self.block.clone())
             .with_cfg(self.cfg.clone())
             .with_db(TxDb::new(&shared, 0, None));
-        let mut evm = EmberEvm::new(ctx.build_mainnet(), self.provider);
+        let mut evm = EmberEvm::new(ctx.build_mainnet(), MemoProvider::new(self.provider));
         f(&mut evm)
     }
 

@@ -57,6 +57,8 @@ where
         .with_block(block.clone())
         .with_cfg(cfg.clone())
         .with_db(&mut state);
+    // The provider is asked at every frame (not through a `MemoProvider`): uncontended here,
+    // and providers that count frames (the JIT warm-up of `ember block`) rely on it.
     let mut evm = EmberEvm::new(ctx.build_mainnet(), provider);
     let mut writes = TxWrites::default();
     for (index, tx) in txs.iter().enumerate() {
