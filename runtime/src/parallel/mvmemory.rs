@@ -438,9 +438,15 @@ impl MvMemory {
             }
             missing_from(scratch, previous).next().is_some()
         };
+        let (read_count, location_count) = (reads.len(), scratch.len());
         std::mem::swap(&mut record.locations, scratch);
         std::mem::swap(&mut record.reads, reads);
         reads.clear();
+        // The buffers handed back are the previous incarnation's: empty, without capacity,
+        // after a first execution. Size them like this execution's in one allocation instead
+        // of growing them read by read in the next.
+        reads.reserve(read_count);
+        scratch.reserve(location_count);
         wrote_new
     }
 
