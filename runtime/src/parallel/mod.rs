@@ -21,8 +21,11 @@
 //! with [`ParallelOptions::wait_on_running`], waits on a condition variable while that
 //! transaction is being executed.
 //!
-//! Small blocks, and blocks where a hazard is detected, run sequentially; [`ParallelStats`] says
-//! which and why.
+//! Small blocks, blocks of mostly plain transfers, blocks of one dominant sender, and blocks
+//! where a hazard is detected run sequentially; [`ParallelStats`] says which and why.
+//!
+//! The worker threads are kept from block to block (a pool per thread count, created on first
+//! use), and the calling thread is one of the workers.
 //!
 //! Debugging: with `EMBER_PARALLEL_STALL_MS=<ms>` in the environment, a worker that finds no
 //! work for that long while the block is not done prints the scheduler's state (indexes, active
@@ -108,8 +111,10 @@ pub struct ParallelOptions {
 impl ParallelOptions {
     /// Default of [`ParallelOptions::min_transactions`].
     ///
-    /// Measured (interpreter, release build): a parallel run costs a fixed ~100 µs (thread
-    /// start and join, per-block tables; a two-transfer block takes ~0.1 ms in parallel) plus
+    /// Measured (interpreter, release build, when threads were spawned per block; the workers
+    /// are now kept in a pool, which removed most of the thread part): a parallel run costs a
+    /// fixed ~100 µs (thread start and join, per-block tables; a two-transfer block takes
+    /// ~0.1 ms in parallel) plus
     /// 2-5 µs of CPU per transaction (multi-version bookkeeping and validation) over
     /// sequential execution, which runs a plain transfer in ~5 µs and a mainnet transaction in
     /// ~20 µs on average (797 Mgas of the 68 mainnet blocks in ~0.37 s). Blocks this small
