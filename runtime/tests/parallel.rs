@@ -482,6 +482,40 @@ fn a_dominant_sender_runs_sequentially_by_default() {
     assert_eq!(par.expect("valid block").stats.fallback, None);
 }
 
+/// The worker pools are shared by the process: blocks executed at the same time from several
+/// threads share a pool's threads (one block's worker may start only when another block's
+/// is done, and its calling thread then does the work alone) and must all finish with the
+/// sequential result.
+#[test]
+fn concurrent_blocks_share_the_worker_pools() {
+    let mut b = standard(SpecId::CANCUN, 60);
+    for i in 1..=60u64 {
+        let to = addr(1 + (i * 7) % 60);
+        if i % 3 == 0 {
+            b.transfer(addr(i), to, U256::from(i));
+        } else {
+            b.call(addr(i), addr(TOKEN_ADDR), U256::ZERO, token_call(to, i));
+        }
+    }
+    let seq = b.sequential();
+    assert!(seq.is_ok(), "valid block");
+    std::thread::scope(|scope| {
+        for caller in 0..4usize {
+            let (b, seq) = (&b, &seq);
+            scope.spawn(move || {
+                for round in 0..5usize {
+                    let threads = 2 + (caller + round) % 3;
+                    let par = b.parallel_labeled(
+                        &ParallelOptions::always_parallel(threads),
+                        &format!("caller {caller}, round {round}"),
+                    );
+                    assert_same(seq, &par, &format!("caller {caller}, {threads} threads"));
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn many_transfers_to_one_recipient() {
     for &spec in &[
