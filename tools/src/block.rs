@@ -1138,29 +1138,11 @@ pub fn totals(reports: &[BlockReport]) -> String {
     let txs: usize = reports.iter().map(|r| r.txs).sum();
     let seconds: f64 = reports.iter().map(|r| r.seconds).sum();
     let mut by = BTreeMap::new();
-    let (mut reexec, mut native, mut interp, mut sequential) = (0u64, 0u64, 0u64, 0usize);
-    let (mut waits, mut suspensions) = (0u64, 0u64);
-    let (mut exec_t, mut record_t, mut valid_t, mut idle_t, mut fold_t, mut worker_t) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
+    let mut sequential = 0usize;
+    let mut sum = ParallelStats::default();
     for r in reports {
         if let Some(s) = &r.stats {
-            exec_t += s.execution_time;
-            record_t += s.record_time;
-            valid_t += s.validation_time;
-            idle_t += s.idle_time;
-            fold_t += s.fold_time;
-            worker_t += s.worker_time;
-            reexec += s.reexecutions;
-            waits += s.dependency_waits;
-            suspensions += s.dependency_suspensions;
-            native += s.native_runs;
-            interp += s.interpreted_runs;
+            sum.add(s);
             if let Some(f) = &s.fallback {
                 sequential += 1;
                 let key = match f {
@@ -1189,6 +1171,20 @@ pub fn totals(reports: &[BlockReport]) -> String {
         }
     }
     let reasons: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let ParallelStats {
+        reexecutions: reexec,
+        dependency_waits: waits,
+        dependency_suspensions: suspensions,
+        native_runs: native,
+        interpreted_runs: interp,
+        execution_time: exec_t,
+        record_time: record_t,
+        validation_time: valid_t,
+        idle_time: idle_t,
+        fold_time: fold_t,
+        worker_time: worker_t,
+        ..
+    } = sum;
     let share = |t: Duration| 100.0 * t.as_secs_f64() / worker_t.as_secs_f64();
     let workers = if worker_t.is_zero() {
         String::new()

@@ -168,23 +168,6 @@ struct Buffers {
     counters: ParallelStats,
 }
 
-/// Adds `b`'s counters and times to `a`'s.
-fn add_counters(a: &mut ParallelStats, b: &ParallelStats) {
-    a.executions += b.executions;
-    a.reexecutions += b.reexecutions;
-    a.validations += b.validations;
-    a.validation_failures += b.validation_failures;
-    a.lazy_retries += b.lazy_retries;
-    a.native_runs += b.native_runs;
-    a.interpreted_runs += b.interpreted_runs;
-    a.execution_time += b.execution_time;
-    a.validation_time += b.validation_time;
-    a.record_time += b.record_time;
-    a.idle_time += b.idle_time;
-    a.fold_time += b.fold_time;
-    a.worker_time += b.worker_time;
-}
-
 enum Finish {
     Error(BlockError),
     Fallback(FallbackReason),
@@ -297,10 +280,10 @@ where
         let counters = &mut buffers.counters;
         counters.fold_time += fold_start.elapsed();
         counters.worker_time += start.elapsed();
-        add_counters(
-            &mut self.totals.lock().unwrap_or_else(PoisonError::into_inner),
-            counters,
-        );
+        self.totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(counters);
     }
 
     /// Marks the sender account of every transaction whose sender sends more than one

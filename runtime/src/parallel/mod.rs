@@ -134,16 +134,17 @@ impl ParallelOptions {
     /// 100 Mgas transfer block), so two threads cannot gain on a block of transfers. With
     /// `ember block ../shared/mainnet --compare -t 2 --always-parallel`, two runs: every block
     /// whose contract gas was under 20k per transaction ran at 0.28-1.00x in parallel except
-    /// one at 0.93-1.25x (15274915), and every block above it and above
-    /// [`ParallelOptions::DEFAULT_MIN_CONTRACT_GAS`] ran at 1.02x or better, except four
-    /// (1796867 and 12520364, which one dominant sender already sends sequentially; 4370000 at
-    /// 0.81-1.04x; 116525 below). More threads would divide the per-transaction overhead
-    /// further; that is not measured here, so lower this when running with more.
+    /// one at 0.93-1.25x (15274915). Of the blocks above both bounds, the lowest were 4370000
+    /// (0.81-1.04x), 19929064 (0.95-1.19x), the one-transaction 15537393 (0.99-1.00x) and
+    /// 9069000 (1.01-1.19x), the rest 1.02x or better, apart from blocks other defaults
+    /// already run sequentially (1796867 and 12520364: one dominant sender; 2688148: four
+    /// transactions; 2675000: under 4M gas). More threads would divide the per-transaction
+    /// overhead further; that is not measured here, so lower this when running with more.
     pub const DEFAULT_MIN_CONTRACT_GAS_PER_TX: u64 = 20_000;
-    /// Default of [`ParallelOptions::min_contract_gas`]: the mainnet blocks with less contract
-    /// gas than this (0.6-2.3M: 116525, 3356896, and early blocks below
-    /// [`ParallelOptions::DEFAULT_MIN_GAS`]) ran at 0.37-0.93x in parallel (two runs, as
-    /// above), well under a millisecond of sequential work each.
+    /// Default of [`ParallelOptions::min_contract_gas`]: the 14 mainnet blocks with less
+    /// contract gas than this (0-2.3M) ran at 0.28-0.98x in parallel (two runs, as above); of
+    /// those with 2-2.3M, 116525 ran at 0.59-0.73x, 3356896 at 0.71-0.91x, 2674998 at
+    /// 0.81-0.93x, each well under a millisecond of sequential work.
     pub const DEFAULT_MIN_CONTRACT_GAS: u64 = 3_000_000;
     /// Default of [`ParallelOptions::max_sender_share`]. Measured on the 68 mainnet blocks: the
     /// blocks of one dominant sender (mining-pool payouts from the beneficiary, exchange
@@ -341,6 +342,28 @@ pub struct ParallelStats {
     /// `execution_time / worker_time` is how busy the threads were with useful or wasted
     /// (re-executed) transaction work.
     pub worker_time: std::time::Duration,
+}
+
+impl ParallelStats {
+    /// Adds `other`'s counters and times to these (`threads` and `fallback` stay): the totals
+    /// of several workers, or of several blocks.
+    pub fn add(&mut self, other: &ParallelStats) {
+        self.executions += other.executions;
+        self.reexecutions += other.reexecutions;
+        self.validations += other.validations;
+        self.validation_failures += other.validation_failures;
+        self.dependency_waits += other.dependency_waits;
+        self.dependency_suspensions += other.dependency_suspensions;
+        self.lazy_retries += other.lazy_retries;
+        self.native_runs += other.native_runs;
+        self.interpreted_runs += other.interpreted_runs;
+        self.execution_time += other.execution_time;
+        self.record_time += other.record_time;
+        self.validation_time += other.validation_time;
+        self.idle_time += other.idle_time;
+        self.fold_time += other.fold_time;
+        self.worker_time += other.worker_time;
+    }
 }
 
 /// Why a block could not be executed. Both execution modes return the same error for the same
