@@ -5,7 +5,7 @@
 
 use ember_runtime::parallel::{
     execute_block, execute_block_sequential, BlockError, BlockOutput, FallbackReason,
-    ParallelOptions,
+    ParallelOptions, ParallelStats,
 };
 use ember_runtime::NoNative;
 use revm::bytecode::Bytecode;
@@ -153,9 +153,14 @@ impl TestBlock {
             txs.len(),
             opts.threads
         );
-        watchdog(&what, move || {
+        let n = txs.len() as u64;
+        let out = watchdog(&what, move || {
             execute_block(&cfg, &block, &txs, &db, &NoNative, &opts)
-        })
+        });
+        if let Ok(out) = &out {
+            check_stats(&out.stats, n);
+        }
+        out
     }
 
     /// Runs sequentially and in parallel (2 and 4 threads, default knobs and every lazy knob
@@ -179,6 +184,24 @@ impl TestBlock {
             }
         }
         (seq, last)
+    }
+}
+
+/// Invariants of a parallel run's counters: time lost to conflicts is part of the execution
+/// time, and none is lost when every transaction executed exactly once.
+fn check_stats(stats: &ParallelStats, transactions: u64) {
+    if stats.fallback.is_some() {
+        return;
+    }
+    assert!(
+        stats.wasted_execution_time <= stats.execution_time,
+        "{stats:?}"
+    );
+    assert!(stats.executions >= transactions, "{stats:?}");
+    if stats.executions == transactions {
+        assert!(stats.wasted_execution_time.is_zero(), "{stats:?}");
+    } else {
+        assert!(!stats.wasted_execution_time.is_zero(), "{stats:?}");
     }
 }
 

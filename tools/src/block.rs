@@ -1178,6 +1178,7 @@ pub fn totals(reports: &[BlockReport]) -> String {
         native_runs: native,
         interpreted_runs: interp,
         execution_time: exec_t,
+        wasted_execution_time: wasted_t,
         record_time: record_t,
         validation_time: valid_t,
         idle_time: idle_t,
@@ -1199,6 +1200,10 @@ pub fn totals(reports: &[BlockReport]) -> String {
             share(fold_t),
             share(idle_t),
             share(worker_t.saturating_sub(exec_t + record_t + valid_t + fold_t + idle_t))
+        ) + &format!(
+            "; {:.0}% of the executing time was lost to conflicts (executions replaced by a \
+             re-execution or abandoned on a dependency)",
+            100.0 * wasted_t.as_secs_f64() / exec_t.as_secs_f64().max(f64::MIN_POSITIVE),
         )
     };
     format!(

@@ -19,7 +19,7 @@ use revm::database_interface::DatabaseRef;
 use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext, MainnetContext};
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -195,6 +195,9 @@ struct Executor<'a, DB, P> {
     /// Per transaction, its latest execution's result (on cache lines of its own).
     results: Box<[CachePadded<Mutex<Option<TxResult>>>]>,
     no_lazy: Box<[AtomicBool]>,
+    /// Per transaction, how long (ns) its latest completed execution took: the executions
+    /// that count, against which [`ParallelStats::wasted_execution_time`] is measured.
+    last_execution: Box<[AtomicU64]>,
     hazard: Mutex<Option<FallbackReason>>,
     /// Per address, the transaction whose execution wiped a contract there (early detection of
     /// [`ParallelOptions::fallback_on_repeated_wipe`]'s hazard).
@@ -243,6 +246,7 @@ where
             codes: CodeCache::new(),
             results: (0..n).map(|_| CachePadded::new(Mutex::new(None))).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            last_execution: (0..n).map(|_| AtomicU64::new(0)).collect(),
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
             fold_allowed: OnceLock::new(),
@@ -480,7 +484,8 @@ where
             }
             let start = Instant::now();
             let outcome = self.execute(evm, &mut buffers.writes, &mut buffers.counters, version);
-            buffers.counters.execution_time += start.elapsed();
+            let elapsed = start.elapsed();
+            buffers.counters.execution_time += elapsed;
             match outcome {
                 Outcome::Done(result) => {
                     let writes = &mut buffers.writes;
@@ -511,6 +516,8 @@ where
                     *self.results[version.tx]
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(result);
+                    self.last_execution[version.tx]
+                        .store(elapsed.as_nanos() as u64, Ordering::Relaxed);
                     let reads = &mut evm.inner.ctx.journaled_state.database.reads;
                     let record_start = Instant::now();
                     let wrote_new_path =
@@ -560,16 +567,25 @@ where
     }
 
     fn stats(&self, threads: usize) -> ParallelStats {
+        let totals = self
+            .totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let kept: u64 = self
+            .last_execution
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .sum();
         ParallelStats {
             threads,
             fallback: None,
             dependency_waits: self.scheduler.waits.load(Ordering::Relaxed),
             dependency_suspensions: self.scheduler.suspensions.load(Ordering::Relaxed),
-            ..self
-                .totals
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
+            wasted_execution_time: totals
+                .execution_time
+                .saturating_sub(Duration::from_nanos(kept)),
+            ..totals
         }
     }
 

@@ -326,6 +326,10 @@ pub struct ParallelStats {
     /// Time the workers spent executing transactions, summed over workers (zero when the block
     /// ran sequentially).
     pub execution_time: std::time::Duration,
+    /// The part of `execution_time` lost to conflicts: executions that a later execution of
+    /// the same transaction replaced (validation failed), or that were abandoned on reading an
+    /// ESTIMATE (suspended until the lower transaction re-ran).
+    pub wasted_execution_time: std::time::Duration,
     /// Time the workers spent recording executions' reads and writes in the multi-version
     /// memory, summed over workers.
     pub record_time: std::time::Duration,
@@ -358,6 +362,7 @@ impl ParallelStats {
         self.native_runs += other.native_runs;
         self.interpreted_runs += other.interpreted_runs;
         self.execution_time += other.execution_time;
+        self.wasted_execution_time += other.wasted_execution_time;
         self.record_time += other.record_time;
         self.validation_time += other.validation_time;
         self.idle_time += other.idle_time;
