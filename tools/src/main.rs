@@ -232,7 +232,8 @@ struct BlockArgs {
     repeat: u32,
     /// Execute every block in parallel, even those the heuristics would run sequentially
     /// (fewer than 8 transactions or 4M gas, mostly plain transfers — contract transactions'
-    /// gas limits under 3M or 20k per transaction — or one sender sending most transactions).
+    /// gas limits under 3M or 20k per transaction — or one sender sending more than 30% of
+    /// the transactions).
     #[arg(long)]
     always_parallel: bool,
     /// Execute every block sequentially and with `--threads` workers, with the interpreter and

@@ -150,9 +150,13 @@ impl ParallelOptions {
     /// blocks of one dominant sender (mining-pool payouts from the beneficiary, exchange
     /// withdrawals: 91-99% of their transactions from one account) ran 2-6x slower in parallel
     /// with two threads. Below them: 1796867 (57%, 0.59-0.61x in parallel), 2675000 (40%,
-    /// sequential anyway: too little gas), 4370000 (33%, 0.81-1.18x across runs: its chain of
-    /// 32 transactions is a third of the block), then 22% and less.
-    pub const DEFAULT_MAX_SENDER_SHARE: f64 = 0.5;
+    /// sequential anyway: too little gas), 4370000 (33%: its chain of 32 transactions is a
+    /// third of the block; 0.81-1.18x across sessions, and 0.81x, 0.99x, 1.02x in three
+    /// `--compare -t 2 --repeat 15` runs of 2026-11-22, so it gains nothing on average and was
+    /// the one block run in parallel that kept falling below 0.95x), then 22% and less in
+    /// blocks of at most 9 transactions (sequential anyway), 16% (4330482, mostly transfers)
+    /// and 14% (8038679, 1.35x in parallel). 0.3 separates the two groups.
+    pub const DEFAULT_MAX_SENDER_SHARE: f64 = 0.3;
     /// Default of [`ParallelOptions::idle_spin`]: work usually appears within microseconds
     /// (another worker finishing an execution or a validation), and a sleep costs a futex
     /// wake-up and a context switch on both sides. Measured with `ember block ../shared/mainnet
