@@ -1193,16 +1193,14 @@ pub fn totals(reports: &[BlockReport]) -> String {
         format!(
             "\n       parallel workers' time: {:.0}% executing transactions, {:.0}% recording \
              them, {:.0}% validating, {:.0}% folding the state changes, {:.0}% idle (no task \
-             available), {:.0}% scheduling",
+             available), {:.0}% scheduling; {:.0}% of the executing time was lost to conflicts \
+             (executions replaced by a re-execution or abandoned on a dependency)",
             share(exec_t),
             share(record_t),
             share(valid_t),
             share(fold_t),
             share(idle_t),
-            share(worker_t.saturating_sub(exec_t + record_t + valid_t + fold_t + idle_t))
-        ) + &format!(
-            "; {:.0}% of the executing time was lost to conflicts (executions replaced by a \
-             re-execution or abandoned on a dependency)",
+            share(worker_t.saturating_sub(exec_t + record_t + valid_t + fold_t + idle_t)),
             100.0 * wasted_t.as_secs_f64() / exec_t.as_secs_f64().max(f64::MIN_POSITIVE),
         )
     };

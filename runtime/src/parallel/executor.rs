@@ -168,6 +168,15 @@ struct Buffers {
     counters: ParallelStats,
 }
 
+/// A transaction's latest completed execution: its result, and how long it took (ns; the
+/// executions that count, against which [`ParallelStats::wasted_execution_time`] is
+/// measured). One cache line per transaction, written by whichever worker executed it.
+#[derive(Default)]
+struct ResultSlot {
+    result: Mutex<Option<TxResult>>,
+    duration: AtomicU64,
+}
+
 enum Finish {
     Error(BlockError),
     Fallback(FallbackReason),
@@ -192,12 +201,10 @@ struct Executor<'a, DB, P> {
     mv: MvMemory,
     scheduler: Scheduler,
     codes: CodeCache,
-    /// Per transaction, its latest execution's result (on cache lines of its own).
-    results: Box<[CachePadded<Mutex<Option<TxResult>>>]>,
+    /// Per transaction, its latest execution's result and duration (on cache lines of their
+    /// own).
+    results: Box<[CachePadded<ResultSlot>]>,
     no_lazy: Box<[AtomicBool]>,
-    /// Per transaction, how long (ns) its latest completed execution took: the executions
-    /// that count, against which [`ParallelStats::wasted_execution_time`] is measured.
-    last_execution: Box<[AtomicU64]>,
     hazard: Mutex<Option<FallbackReason>>,
     /// Per address, the transaction whose execution wiped a contract there (early detection of
     /// [`ParallelOptions::fallback_on_repeated_wipe`]'s hazard).
@@ -244,9 +251,8 @@ where
             mv,
             scheduler: Scheduler::new(n, opts.wait_on_running),
             codes: CodeCache::new(),
-            results: (0..n).map(|_| CachePadded::new(Mutex::new(None))).collect(),
+            results: (0..n).map(|_| CachePadded::default()).collect(),
             no_lazy: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            last_execution: (0..n).map(|_| AtomicU64::new(0)).collect(),
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
             fold_allowed: OnceLock::new(),
@@ -318,7 +324,7 @@ where
                 && self.scheduler.first_unexecuted().is_none()
                 && self.results.iter().all(|r| {
                     matches!(
-                        *r.lock().unwrap_or_else(PoisonError::into_inner),
+                        *r.result.lock().unwrap_or_else(PoisonError::into_inner),
                         Some(Ok(_))
                     )
                 })
@@ -513,10 +519,9 @@ where
                             }
                         }
                     }
-                    *self.results[version.tx]
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(result);
-                    self.last_execution[version.tx]
+                    let slot = &self.results[version.tx];
+                    *slot.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                    slot.duration
                         .store(elapsed.as_nanos() as u64, Ordering::Relaxed);
                     let reads = &mut evm.inner.ctx.journaled_state.database.reads;
                     let record_start = Instant::now();
@@ -573,9 +578,9 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let kept: u64 = self
-            .last_execution
+            .results
             .iter()
-            .map(|t| t.load(Ordering::Relaxed))
+            .map(|slot| slot.duration.load(Ordering::Relaxed))
             .sum();
         ParallelStats {
             threads,
@@ -616,6 +621,7 @@ where
         for (index, slot) in self.results.into_vec().into_iter().enumerate() {
             match slot
                 .into_inner()
+                .result
                 .into_inner()
                 .unwrap_or_else(PoisonError::into_inner)
             {
