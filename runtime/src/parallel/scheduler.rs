@@ -555,4 +555,24 @@ mod tests {
         assert_eq!(*lock(&s.txs[1].status), Status::ReadyToExecute(1));
         assert_eq!(s.wait_or_suspend(1, 0), DependencyOutcome::Retry);
     }
+
+    #[test]
+    fn a_reader_waiting_on_a_running_execution_is_woken_when_it_finishes() {
+        // Notifications are skipped when no waiter is registered: a waiter that registered
+        // must still be woken, every time (a missed wake-up would hang the reader).
+        for _ in 0..200 {
+            let s = Scheduler::new(2, true);
+            assert_eq!(s.next_task(), Some(Task::Execute(v(0, 0))));
+            assert_eq!(s.next_task(), None);
+            assert_eq!(s.next_task(), Some(Task::Execute(v(1, 0))));
+            std::thread::scope(|scope| {
+                let reader = scope.spawn(|| s.wait_or_suspend(1, 0));
+                // Finish 0 at some point before, during or after the reader's wait.
+                std::thread::yield_now();
+                s.finish_execution(v(0, 0), false);
+                assert_eq!(reader.join().unwrap(), DependencyOutcome::Retry);
+            });
+            assert_eq!(s.txs[0].waiters.load(Ordering::SeqCst), 0);
+        }
+    }
 }
