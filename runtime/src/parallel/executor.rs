@@ -212,6 +212,9 @@ struct Executor<'a, DB, P> {
     /// Whether the block completed so that its changes can be folded (decided once, by the
     /// first worker to finish).
     fold_allowed: OnceLock<bool>,
+    /// The order in which the workers fold the shards (decided once, by the first worker to
+    /// get there).
+    fold_order: OnceLock<Vec<usize>>,
     next_shard: AtomicUsize,
     next_records: AtomicUsize,
     /// Per shard of the multi-version memory, its folded account changes.
@@ -256,6 +259,7 @@ where
             hazard: Mutex::new(None),
             contract_wipes: Mutex::new(HashMap::default()),
             fold_allowed: OnceLock::new(),
+            fold_order: OnceLock::new(),
             next_shard: AtomicUsize::new(0),
             next_records: AtomicUsize::new(0),
             folded: (0..SHARDS).map(|_| Mutex::new(None)).collect(),
@@ -332,11 +336,19 @@ where
         if !allowed {
             return;
         }
+        // Heaviest shards first: the shard of a contract every transaction wrote (a token's
+        // thousands of slots) can take longer than all the others together, and taken last it
+        // left one worker folding alone (1.2 ms of a 13 ms ERC-20 block).
+        let order = self.fold_order.get_or_init(|| {
+            let weights = self.mv.fold_weights();
+            let mut order: Vec<usize> = (0..weights.len()).collect();
+            order.sort_by_key(|&k| std::cmp::Reverse(weights[k]));
+            order
+        });
         loop {
-            let k = self.next_shard.fetch_add(1, Ordering::Relaxed);
-            if k >= self.folded.len() {
+            let Some(&k) = order.get(self.next_shard.fetch_add(1, Ordering::Relaxed)) else {
                 break;
-            }
+            };
             // Repeated contract wipes need no check here: with the fallback on, the second
             // one to be recorded has already halted the block (`note_contract_wipe`).
             let r = self.mv.fold_shard(k, self.db);

@@ -754,6 +754,15 @@ impl MvMemory {
         Ok(out)
     }
 
+    /// Per shard, a measure of the work of folding it: its addresses plus their written
+    /// slots. Only meaningful once the block is done.
+    pub(crate) fn fold_weights(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).values().map(|e| 1 + e.slots.len()).sum())
+            .collect()
+    }
+
     /// Frees the records of transactions `range` (after the block).
     pub(crate) fn clear_records(&self, range: std::ops::Range<TxIdx>) {
         for record in &self.records[range] {
