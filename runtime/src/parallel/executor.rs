@@ -345,10 +345,7 @@ where
             order.sort_by_key(|&k| std::cmp::Reverse(weights[k]));
             order
         });
-        loop {
-            let Some(&k) = order.get(self.next_shard.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
+        while let Some(&k) = order.get(self.next_shard.fetch_add(1, Ordering::Relaxed)) {
             // Repeated contract wipes need no check here: with the fallback on, the second
             // one to be recorded has already halted the block (`note_contract_wipe`).
             let r = self.mv.fold_shard(k, self.db);
