@@ -150,10 +150,9 @@ impl Scheduler {
 
     fn set_status(&self, tx: TxIdx, status: Status) {
         let state = &self.txs[tx];
-        let mut guard = lock(&state.status);
-        *guard = status;
+        let mut current = lock(&state.status);
+        *current = status;
         state.notify();
-        drop(guard);
     }
 
     fn decrease_execution_idx(&self, target: TxIdx) {
