@@ -181,25 +181,36 @@ impl Pending {
         db: &DB,
         address: Address,
     ) -> Result<Option<AccountChange>, BlockError> {
-        let db_err = |e: DB::Error| BlockError::State {
-            message: e.to_string(),
-        };
-        let pre = self.pre_state(db, address).map_err(db_err)?;
-        let info = match self.info {
-            Some(info) => info,
-            None => pre.clone(),
-        };
         let mut storage = Vec::new();
-        for (slot, value) in self.slots {
+        for (slot, value) in std::mem::take(&mut self.slots) {
             let unchanged = if self.storage_reset {
                 value.is_zero()
             } else {
-                value == db.storage_ref(address, slot).map_err(db_err)?
+                value == db.storage_ref(address, slot).map_err(state_error::<DB>)?
             };
             if !unchanged {
                 storage.push((slot, value));
             }
         }
+        self.finish_with_storage(db, address, storage)
+    }
+
+    /// [`Pending::finish`] with the storage part already worked out (the parallel fold compares
+    /// slots with the pre-state in another phase): `storage` is every slot whose final value
+    /// differs from the pre-state's (after a wipe: every non-zero one), sorted; `self.slots` is
+    /// not looked at.
+    pub(crate) fn finish_with_storage<DB: DatabaseRef>(
+        mut self,
+        db: &DB,
+        address: Address,
+        storage: Vec<(U256, U256)>,
+    ) -> Result<Option<AccountChange>, BlockError> {
+        let db_err = state_error::<DB>;
+        let pre = self.pre_state(db, address).map_err(db_err)?;
+        let info = match self.info {
+            Some(info) => info,
+            None => pre.clone(),
+        };
         if info == pre && !self.created && !self.destroyed && storage.is_empty() {
             return Ok(None);
         }
@@ -231,6 +242,12 @@ impl Pending {
             destroyed: self.destroyed,
             storage,
         }))
+    }
+}
+
+fn state_error<DB: DatabaseRef>(e: DB::Error) -> BlockError {
+    BlockError::State {
+        message: e.to_string(),
     }
 }
 
