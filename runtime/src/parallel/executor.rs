@@ -390,11 +390,11 @@ where
             order
         });
         while let Some(&k) = order.get(self.next_shard.fetch_add(1, Ordering::Relaxed)) {
-            let mut writes = Vec::new();
+            let mut writes = Vec::with_capacity(shards);
             for slot in self.folded_slots.iter() {
                 if let Some(Ok(buckets)) = &mut *slot.lock().unwrap_or_else(PoisonError::into_inner)
                 {
-                    writes.append(&mut buckets[k]);
+                    writes.push(std::mem::take(&mut buckets[k]));
                 }
             }
             // Repeated contract wipes need no check here: with the fallback on, the second
