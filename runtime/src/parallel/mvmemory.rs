@@ -14,7 +14,7 @@ use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
 use revm::state::AccountInfo;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A transaction's position in the block.
@@ -362,6 +362,8 @@ impl SlotVersions {
 /// A slot's final write in the block, from the first phase of the fold (the slot's shard) for
 /// the second (its account's shard).
 pub(crate) struct SlotWrite {
+    /// The shard of the account.
+    shard: u32,
     address: Address,
     slot: U256,
     /// The writing transaction (a storage wipe by a later one drops the write).
@@ -370,6 +372,26 @@ pub(crate) struct SlotWrite {
     /// Whether `value` equals the pre-state's; `None` when not looked up because the account's
     /// storage was wiped in the block (then only zero counts as unchanged).
     same_as_pre: Option<bool>,
+}
+
+/// One shard's slot writes from the first phase of the fold, sorted by (account shard,
+/// address, slot), read in place by the second phase.
+pub(crate) struct SlotFold {
+    writes: Vec<SlotWrite>,
+    /// `starts[k]..starts[k + 1]`: the writes of the addresses of account shard `k`.
+    starts: Vec<u32>,
+}
+
+impl SlotFold {
+    /// The writes of the addresses of account shard `k`, sorted by (address, slot).
+    pub(crate) fn run(&self, k: usize) -> &[SlotWrite] {
+        &self.writes[self.starts[k] as usize..self.starts[k + 1] as usize]
+    }
+
+    /// Whether account shard `k` has writes here.
+    pub(crate) fn has_run(&self, k: usize) -> bool {
+        self.starts[k] < self.starts[k + 1]
+    }
 }
 
 /// The multi-version memory of one block.
@@ -384,9 +406,11 @@ pub(crate) struct MvMemory {
     fee_account: Option<Address>,
     /// Per transaction, its credit to `fee_account`.
     fees: Box<[CachePadded<Mutex<Fee>>]>,
-    /// Whether any storage wipe was ever recorded (set before the wipe is inserted). Until one
-    /// is, a storage read needs only the slot's shard, not also its account's.
-    any_reset: AtomicBool,
+    /// One bit (of 64, by address hash) per address whose storage wipe was ever recorded, set
+    /// before the wipe is inserted. A storage read of an address whose bit is clear needs only
+    /// the slot's shard, not also its account's: on mainnet most blocks create a contract
+    /// somewhere, and one flag for the whole block made every storage read take two locks.
+    reset_filter: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -455,7 +479,7 @@ impl MvMemory {
             records: (0..block_size).map(|_| CachePadded::default()).collect(),
             fee_account,
             fees: (0..block_size).map(|_| CachePadded::default()).collect(),
-            any_reset: AtomicBool::new(false),
+            reset_filter: AtomicU64::new(0),
         }
     }
 
@@ -513,6 +537,24 @@ impl MvMemory {
         spin_lock(&self.shards[self.location_index(location)])
     }
 
+    fn reset_bit(address: &Address) -> u64 {
+        let mut h = Self::address_word(address);
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        1 << ((h ^ (h >> 31)) & 63)
+    }
+
+    /// Notes a storage wipe of `address` (before it is inserted).
+    fn note_reset(&self, address: &Address) {
+        self.reset_filter
+            .fetch_or(Self::reset_bit(address), Ordering::Release);
+    }
+
+    /// Whether a storage wipe of `address` may have been recorded (no false negatives).
+    fn maybe_reset(&self, address: &Address) -> bool {
+        self.reset_filter.load(Ordering::Acquire) & Self::reset_bit(address) != 0
+    }
+
     fn fee_location(&self) -> Option<Location> {
         self.fee_account.map(Location::Account)
     }
@@ -542,8 +584,8 @@ impl MvMemory {
     /// value and failing validation. The marker is a write of the transaction, so its first
     /// recorded execution replaces or removes it.
     pub(crate) fn seed_estimate(&self, tx: TxIdx, location: Location) {
-        if matches!(location, Location::StorageReset(_)) {
-            self.any_reset.store(true, Ordering::Release);
+        if let Location::StorageReset(address) = location {
+            self.note_reset(&address);
         }
         self.location_shard(&location)
             .insert(&location, tx, Entry::Estimate);
@@ -577,8 +619,8 @@ impl MvMemory {
             let mut shard = spin_lock(&self.shards[k]);
             let mut next = Some((location, value));
             while let Some((location, value)) = next.take() {
-                if matches!(location, Location::StorageReset(_)) {
-                    self.any_reset.store(true, Ordering::Release);
+                if let Location::StorageReset(address) = &location {
+                    self.note_reset(address);
                 }
                 let fee = (Some(location) == self.fee_location()).then_some(match &value {
                     WriteValue::Credit(amount) => Fee::Credit(version.incarnation, *amount),
@@ -748,9 +790,9 @@ impl MvMemory {
                 Some((idx, SlotEntry::Data(inc, value))) => Some((version(*idx, *inc), *value)),
             }
         };
-        // A wipe recorded after the flag was read is one this read could also have missed by
-        // coming first: validation, which runs after that recording, sees the flag and the wipe.
-        let reset = if self.any_reset.load(Ordering::Acquire) {
+        // A wipe recorded after the filter was read is one this read could also have missed by
+        // coming first: validation, which runs after that recording, sees the bit and the wipe.
+        let reset = if self.maybe_reset(address) {
             let shard = self.shard(address);
             match shard
                 .accounts
@@ -842,7 +884,9 @@ fn not_final(location: Location, tx: TxIdx) -> FoldFailure {
 
 impl MvMemory {
     /// First phase of the fold: takes shard `k`'s storage slots and returns their final writes,
-    /// bucketed by the shard of their account, for [`MvMemory::fold_accounts`]. Each write is
+    /// sorted by the shard of their account, address and slot, for
+    /// [`MvMemory::fold_accounts`]. The sort runs here, on the worker that just produced the
+    /// writes (in its cache); the second phase reads the runs in place. Each write is
     /// already compared with the pre-state, unless its account's storage was wiped in the
     /// block: these lookups are most of a busy contract's fold, and here they are spread over
     /// every shard.
@@ -854,10 +898,9 @@ impl MvMemory {
         &self,
         k: usize,
         db: &DB,
-    ) -> Result<Vec<Vec<SlotWrite>>, FoldFailure> {
+    ) -> Result<SlotFold, FoldFailure> {
         let slots = std::mem::take(&mut lock(&self.shards[k]).slots);
-        let mut buckets: Vec<Vec<SlotWrite>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
-        let any_reset = self.any_reset.load(Ordering::Acquire);
+        let mut writes = Vec::with_capacity(slots.len());
         for ((address, slot), versions) in slots {
             let (tx, value) = match versions.entries.last() {
                 None => continue,
@@ -866,7 +909,7 @@ impl MvMemory {
                 }
                 Some((tx, SlotEntry::Data(_, value))) => (*tx, *value),
             };
-            let wiped = any_reset
+            let wiped = self.maybe_reset(&address)
                 && self
                     .shard(&address)
                     .accounts
@@ -877,7 +920,8 @@ impl MvMemory {
             } else {
                 Some(value == storage_ref(db, address, slot)?)
             };
-            buckets[self.shard_index(&address)].push(SlotWrite {
+            writes.push(SlotWrite {
+                shard: self.shard_index(&address) as u32,
                 address,
                 slot,
                 tx,
@@ -885,33 +929,42 @@ impl MvMemory {
                 same_as_pre,
             });
         }
-        Ok(buckets)
+        writes.sort_unstable_by(|x, y| {
+            (x.shard, &x.address, &x.slot).cmp(&(y.shard, &y.address, &y.slot))
+        });
+        let mut starts = Vec::with_capacity(self.shards.len() + 1);
+        let mut i = 0;
+        for shard in 0..=self.shards.len() as u32 {
+            while i < writes.len() && writes[i].shard < shard {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        Ok(SlotFold { writes, starts })
     }
 
-    /// Second phase of the fold: folds shard `k`'s accounts and `slot_writes` (their slots'
-    /// final writes: every shard's bucket for `k` from [`MvMemory::fold_slots`]) over the
-    /// pre-state into
-    /// account changes sorted by address, exactly as folding every transaction's writes in
-    /// block order would, and empties the shard (so it is freed by the worker that folds it).
+    /// Second phase of the fold: folds shard `k`'s accounts and `runs` (their slots' final
+    /// writes: every shard's [`SlotFold::run`] for `k`) over the pre-state into account changes
+    /// sorted by address, exactly as folding every transaction's writes in block order would,
+    /// and empties the shard (so it is freed by the worker that folds it).
     pub(crate) fn fold_accounts<DB: DatabaseRef>(
         &self,
         k: usize,
         db: &DB,
-        slot_writes: Vec<Vec<SlotWrite>>,
+        runs: &[&[SlotWrite]],
     ) -> Result<Vec<AccountChange>, FoldFailure> {
         let mut accounts = std::mem::take(&mut lock(&self.shards[k]).accounts);
         let fee_account = self.fee_account.filter(|a| self.shard_index(a) == k);
-        // The writes in (address, slot) order, sorted as positions in the buckets: a token's
-        // shard has thousands of slots, and sorting the writes themselves moves ~100 bytes per
-        // swap. (Sorting each bucket in the first phase and merging them here was slower:
-        // 1.4-1.6 ms against 1.1-1.2 ms of fold per worker in an ERC-20 block.)
-        let at = |(b, i): (u32, u32)| &slot_writes[b as usize][i as usize];
-        let mut order: Vec<(u32, u32)> = slot_writes
+        // The writes in (address, slot) order, as positions in the runs: a token's shard has
+        // thousands of slots, and sorting the writes themselves would move ~100 bytes per swap.
+        // The stable sort finds the runs already sorted and merges them.
+        let at = |(b, i): (u32, u32)| &runs[b as usize][i as usize];
+        let mut order: Vec<(u32, u32)> = runs
             .iter()
             .enumerate()
-            .flat_map(|(b, bucket)| (0..bucket.len() as u32).map(move |i| (b as u32, i)))
+            .flat_map(|(b, run)| (0..run.len() as u32).map(move |i| (b as u32, i)))
             .collect();
-        order.sort_unstable_by(|&x, &y| {
+        order.sort_by(|&x, &y| {
             let (x, y) = (at(x), at(y));
             x.address.cmp(&y.address).then(x.slot.cmp(&y.slot))
         });
@@ -974,15 +1027,6 @@ impl MvMemory {
             );
         }
         Ok(out)
-    }
-
-    /// Per shard, its number of accounts (the part of the fold's second phase that does not
-    /// come from the slot buckets). Only meaningful once the block is done.
-    pub(crate) fn account_counts(&self) -> Vec<usize> {
-        self.shards
-            .iter()
-            .map(|shard| lock(shard).accounts.len())
-            .collect()
     }
 
     /// Number of shards.
@@ -1094,15 +1138,13 @@ mod tests {
     /// Both phases of the fold over every shard, as the executor's workers run them.
     fn fold_all<DB: DatabaseRef>(mv: &MvMemory, db: &DB) -> Vec<AccountChange> {
         let n = mv.shard_count();
-        let mut buckets: Vec<Vec<Vec<SlotWrite>>> = (0..n).map(|_| Vec::new()).collect();
-        for k in 0..n {
-            for (j, bucket) in mv.fold_slots(k, db).expect("final").into_iter().enumerate() {
-                buckets[j].push(bucket);
-            }
-        }
+        let folds: Vec<SlotFold> = (0..n)
+            .map(|k| mv.fold_slots(k, db).expect("final"))
+            .collect();
         let mut out = Vec::new();
-        for (k, bucket) in buckets.into_iter().enumerate() {
-            out.extend(mv.fold_accounts(k, db, bucket).expect("final"));
+        for k in 0..n {
+            let runs: Vec<&[SlotWrite]> = folds.iter().map(|f| f.run(k)).collect();
+            out.extend(mv.fold_accounts(k, db, &runs).expect("final"));
         }
         out.sort_unstable_by_key(|c| c.address);
         out
