@@ -45,6 +45,15 @@ fn shard_count(transactions: usize) -> usize {
     (transactions / 8).next_power_of_two().clamp(8, MAX_SHARDS)
 }
 
+/// Adds one to a counter when dropped, including during a panic's unwinding.
+struct CountOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for CountOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// The EVM a worker runs all its executions on (building one per execution would allocate
 /// revm's frame stack and interpreter buffers every time): its database is re-aimed at each
 /// transaction with [`TxDb::begin`], its context gets each transaction with `set_tx`.
@@ -264,9 +273,10 @@ where
         opts: &'a ParallelOptions,
     ) -> Self {
         let n = txs.len();
+        let shards = shard_count(n);
         let mv = MvMemory::new(
             n,
-            shard_count(n),
+            shards,
             opts.lazy_beneficiary.then_some(block.beneficiary),
         );
         Self {
@@ -287,13 +297,13 @@ where
             fold_allowed: OnceLock::new(),
             next_slot_shard: AtomicUsize::new(0),
             slot_shards_done: AtomicUsize::new(0),
-            folded_slots: (0..shard_count(n)).map(|_| OnceLock::new()).collect(),
-            slot_masks: (0..shard_count(n)).map(|_| AtomicU64::new(0)).collect(),
-            slot_weights: (0..shard_count(n)).map(|_| AtomicUsize::new(0)).collect(),
+            folded_slots: (0..shards).map(|_| OnceLock::new()).collect(),
+            slot_masks: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            slot_weights: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             fold_order: OnceLock::new(),
             next_shard: AtomicUsize::new(0),
             next_records: AtomicUsize::new(0),
-            folded: (0..shard_count(n)).map(|_| Mutex::new(None)).collect(),
+            folded: (0..shards).map(|_| Mutex::new(None)).collect(),
             stall_reported: AtomicBool::new(false),
             totals: Mutex::new(ParallelStats::default()),
         }
@@ -367,13 +377,16 @@ where
         if !allowed {
             return;
         }
-        // First phase: every shard's slots, bucketed by the shard of their account.
+        // First phase: every shard's slots, sorted by the shard of their account.
         let shards = self.mv.shard_count();
         loop {
             let k = self.next_slot_shard.fetch_add(1, Ordering::Relaxed);
             if k >= shards {
                 break;
             }
+            // Counted as done even if this worker panics (the database may), so that the
+            // other one does not wait at the barrier below forever and the panic propagates.
+            let _done = CountOnDrop(&self.slot_shards_done);
             let r = self.mv.fold_slots(k, self.db);
             if let Ok(fold) = &r {
                 let mut mask = 0u64;
@@ -385,7 +398,6 @@ where
             }
             // Each shard is taken once (`next_slot_shard`), so this is the only value set.
             let _ = self.folded_slots[k].set(r);
-            self.slot_shards_done.fetch_add(1, Ordering::Release);
         }
         // The second phase needs every slot: wait for the other worker's last shards (each a
         // fraction of the fold, and the waiting worker has just finished its own).
