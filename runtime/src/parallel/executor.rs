@@ -34,8 +34,6 @@ type FoldedSlots = Result<SlotFold, FoldFailure>;
 
 /// Most shards of the multi-version memory (locks, and units of the final fold).
 const MAX_SHARDS: usize = 64;
-// The fold keeps one bit per shard in a `u64` (`Executor::slot_masks`).
-const _: () = assert!(MAX_SHARDS <= 64);
 
 /// Shards for a block of `transactions`: one per eight transactions, a power of two from 8 to
 /// [`MAX_SHARDS`]. Every shard costs the fold a fixed amount of work (two passes, locks,
@@ -242,9 +240,6 @@ struct Executor<'a, DB, P> {
     /// Per shard, its slots' final writes by account shard (first phase of the fold; set once,
     /// read in place by the second phase).
     folded_slots: Box<[OnceLock<FoldedSlots>]>,
-    /// Per shard, a bit per account shard with slot writes there (set before the shard counts
-    /// as done): the second phase looks only at those, not at every shard for every shard.
-    slot_masks: Box<[AtomicU64]>,
     /// Per account shard, its slot writes in all shards (the fold order's weights).
     slot_weights: Box<[AtomicUsize]>,
     /// The order in which the workers fold the shards' accounts (decided once, by the first
@@ -298,7 +293,6 @@ where
             next_slot_shard: AtomicUsize::new(0),
             slot_shards_done: AtomicUsize::new(0),
             folded_slots: (0..shards).map(|_| OnceLock::new()).collect(),
-            slot_masks: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             slot_weights: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             fold_order: OnceLock::new(),
             next_shard: AtomicUsize::new(0),
@@ -389,12 +383,12 @@ where
             let _done = CountOnDrop(&self.slot_shards_done);
             let r = self.mv.fold_slots(k, self.db);
             if let Ok(fold) = &r {
-                let mut mask = 0u64;
-                for j in (0..shards).filter(|&j| fold.has_run(j)) {
-                    mask |= 1 << j;
-                    self.slot_weights[j].fetch_add(fold.run(j).len(), Ordering::Relaxed);
+                for (j, weight) in self.slot_weights.iter().enumerate() {
+                    let len = fold.run(j).len();
+                    if len > 0 {
+                        weight.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
-                self.slot_masks[k].store(mask, Ordering::Relaxed);
             }
             // Each shard is taken once (`next_slot_shard`), so this is the only value set.
             let _ = self.folded_slots[k].set(r);
@@ -426,15 +420,15 @@ where
             order
         });
         while let Some(&k) = order.get(self.next_shard.fetch_add(1, Ordering::Relaxed)) {
-            let mut runs: Vec<&[SlotWrite]> = Vec::new();
-            for (slot, mask) in self.folded_slots.iter().zip(self.slot_masks.iter()) {
-                if mask.load(Ordering::Relaxed) & (1 << k) == 0 {
-                    continue;
-                }
-                if let Some(Ok(fold)) = slot.get() {
-                    runs.push(fold.run(k));
-                }
-            }
+            // The first phase's results are final here, and read without locks.
+            let runs: Vec<&[SlotWrite]> = self
+                .folded_slots
+                .iter()
+                .filter_map(|slot| match slot.get() {
+                    Some(Ok(fold)) => Some(fold.run(k)).filter(|run| !run.is_empty()),
+                    _ => None,
+                })
+                .collect();
             // Repeated contract wipes need no check here: with the fallback on, the second
             // one to be recorded has already halted the block (`note_contract_wipe`).
             let r = self.mv.fold_accounts(k, self.db, &runs);
@@ -740,39 +734,33 @@ where
             }
         }
         for slot in self.folded_slots.into_vec() {
-            match slot.into_inner() {
-                Some(Ok(_)) => {}
-                Some(Err(FoldFailure::Overflow(a))) => {
-                    return Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
-                }
-                Some(Err(FoldFailure::Error(e))) => return Err(Finish::Error(e)),
-                None => {
-                    return Err(Finish::Error(BlockError::Custom {
-                        index: 0,
-                        message: "internal: a shard of the block's storage was not folded"
-                            .to_string(),
-                    }))
-                }
-            }
+            folded(slot.into_inner(), "storage")?;
         }
         let mut parts = Vec::with_capacity(self.folded.len());
         for slot in self.folded.into_vec() {
-            match slot.into_inner().unwrap_or_else(PoisonError::into_inner) {
-                Some(Ok(part)) => parts.push(part),
-                Some(Err(FoldFailure::Overflow(a))) => {
-                    return Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
-                }
-                Some(Err(FoldFailure::Error(e))) => return Err(Finish::Error(e)),
-                None => {
-                    return Err(Finish::Error(BlockError::Custom {
-                        index: 0,
-                        message: "internal: a shard of the block's state was not folded"
-                            .to_string(),
-                    }))
-                }
-            }
+            parts.push(folded(
+                slot.into_inner().unwrap_or_else(PoisonError::into_inner),
+                "state",
+            )?);
         }
         Ok((transactions, merge_sorted(parts)))
+    }
+}
+
+/// A shard's fold result (of the block's `what`: its storage or its state) as the block's
+/// outcome: an overflow falls back to sequential execution, a missing result is an internal
+/// error.
+fn folded<T>(result: Option<Result<T, FoldFailure>>, what: &str) -> Result<T, Finish> {
+    match result {
+        Some(Ok(part)) => Ok(part),
+        Some(Err(FoldFailure::Overflow(a))) => {
+            Err(Finish::Fallback(FallbackReason::BalanceOverflow(a)))
+        }
+        Some(Err(FoldFailure::Error(e))) => Err(Finish::Error(e)),
+        None => Err(Finish::Error(BlockError::Custom {
+            index: 0,
+            message: format!("internal: a shard of the block's {what} was not folded"),
+        })),
     }
 }
 

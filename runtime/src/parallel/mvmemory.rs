@@ -131,19 +131,78 @@ enum Fee {
     Credit(Incarnation, U256),
 }
 
-/// The entries of one location, sorted by transaction, with the transactions whose entry is
-/// not a credit (full writes and ESTIMATEs) indexed separately: a lazy read or an exact read
-/// finds the last full write below it without walking every credit (a popular recipient or the
-/// beneficiary collects one credit per transaction).
-///
-/// Sorted vectors rather than trees: most locations have one writer, and transactions are
-/// recorded in roughly ascending order, so inserts append.
-///
-/// The first entry and the first two full writers are stored inline: a location with one
-/// writer costs no allocation.
+/// One location's entries, sorted by transaction: vectors rather than trees, because most
+/// locations have one writer and transactions are recorded in roughly ascending order, so
+/// inserts append. The first entry is stored inline: a location with one writer costs no
+/// allocation.
+struct ByTx<E> {
+    entries: SmallVec<[(TxIdx, E); 1]>,
+}
+
+impl<E> Default for ByTx<E> {
+    fn default() -> Self {
+        Self {
+            entries: SmallVec::new(),
+        }
+    }
+}
+
+impl<E> std::ops::Deref for ByTx<E> {
+    type Target = [(TxIdx, E)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl<E> ByTx<E> {
+    /// Inserts `tx`'s entry, or replaces it and returns the old one.
+    fn insert(&mut self, tx: TxIdx, entry: E) -> Option<E> {
+        match self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, entry)),
+            Err(i) => {
+                self.entries.insert(i, (tx, entry));
+                None
+            }
+        }
+    }
+
+    /// Removes `tx`'s entry; whether there was one.
+    fn remove(&mut self, tx: TxIdx) -> bool {
+        match self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
+            Ok(i) => {
+                self.entries.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn get(&self, tx: TxIdx) -> Option<&E> {
+        self.entries
+            .binary_search_by_key(&tx, |(t, _)| *t)
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// The entries below `tx`, lowest first.
+    fn below(&self, tx: TxIdx) -> &[(TxIdx, E)] {
+        &self.entries[..self.entries.partition_point(|(t, _)| *t < tx)]
+    }
+
+    /// The highest entry below `tx`.
+    fn last_below(&self, tx: TxIdx) -> Option<&(TxIdx, E)> {
+        self.below(tx).last()
+    }
+}
+
+/// An account location's entries, with the transactions whose entry is not a credit (full
+/// writes and ESTIMATEs) indexed separately: a lazy read or an exact read finds the last full
+/// write below it without walking every credit (a popular recipient or the beneficiary
+/// collects one credit per transaction). The first two full writers are stored inline.
 #[derive(Default)]
 struct Versions {
-    entries: SmallVec<[(TxIdx, Entry); 1]>,
+    entries: ByTx<Entry>,
     full: SmallVec<[TxIdx; 2]>,
 }
 
@@ -154,26 +213,14 @@ fn is_full(entry: &Entry) -> bool {
 impl Versions {
     fn insert(&mut self, tx: TxIdx, entry: Entry) {
         let full = is_full(&entry);
-        match self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
-            Ok(i) => {
-                let was_full = is_full(&self.entries[i].1);
-                self.entries[i].1 = entry;
-                if was_full != full {
-                    self.set_full(tx, full);
-                }
-            }
-            Err(i) => {
-                self.entries.insert(i, (tx, entry));
-                if full {
-                    self.set_full(tx, true);
-                }
-            }
+        let was_full = self.entries.insert(tx, entry).map(|old| is_full(&old));
+        if was_full != Some(full) {
+            self.set_full(tx, full);
         }
     }
 
     fn remove(&mut self, tx: TxIdx) {
-        if let Ok(i) = self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
-            self.entries.remove(i);
+        if self.entries.remove(tx) {
             self.set_full(tx, false);
         }
     }
@@ -188,28 +235,21 @@ impl Versions {
         }
     }
 
-    fn get(&self, tx: TxIdx) -> Option<&Entry> {
-        self.entries
-            .binary_search_by_key(&tx, |(t, _)| *t)
-            .ok()
-            .map(|i| &self.entries[i].1)
-    }
-
     /// The entries below `tx`, lowest first.
     fn below(&self, tx: TxIdx) -> &[(TxIdx, Entry)] {
-        &self.entries[..self.entries.partition_point(|(t, _)| *t < tx)]
+        self.entries.below(tx)
     }
 
     /// The highest entry below `tx`.
     fn last_below(&self, tx: TxIdx) -> Option<&(TxIdx, Entry)> {
-        self.below(tx).last()
+        self.entries.last_below(tx)
     }
 
     /// The highest full write or ESTIMATE below `tx`.
     fn last_full_below(&self, tx: TxIdx) -> Option<(TxIdx, &Entry)> {
         let i = self.full.partition_point(|t| *t < tx);
         let t = *self.full[..i].last()?;
-        self.get(t).map(|e| (t, e))
+        self.entries.get(t).map(|e| (t, e))
     }
 }
 
@@ -269,11 +309,12 @@ impl Shard {
             Location::StorageReset(a) => {
                 self.accounts.entry(*a).or_default().reset.insert(tx, entry)
             }
-            Location::Storage(a, slot) => self
-                .slots
-                .entry((*a, *slot))
-                .or_default()
-                .insert(tx, SlotEntry::from(entry)),
+            Location::Storage(a, slot) => {
+                self.slots
+                    .entry((*a, *slot))
+                    .or_default()
+                    .insert(tx, SlotEntry::from(entry));
+            }
         }
     }
 
@@ -331,33 +372,10 @@ impl From<Entry> for SlotEntry {
     }
 }
 
-/// A storage slot's entries, sorted by transaction. Apart from [`Versions`]: a slot takes no
-/// credits and its value is one word, so an entry is 48 bytes instead of 112. A busy contract
-/// has thousands of written slots, and recording, reads and the fold all walk them.
-#[derive(Default)]
-struct SlotVersions {
-    entries: SmallVec<[(TxIdx, SlotEntry); 1]>,
-}
-
-impl SlotVersions {
-    fn insert(&mut self, tx: TxIdx, entry: SlotEntry) {
-        match self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
-            Ok(i) => self.entries[i].1 = entry,
-            Err(i) => self.entries.insert(i, (tx, entry)),
-        }
-    }
-
-    fn remove(&mut self, tx: TxIdx) {
-        if let Ok(i) = self.entries.binary_search_by_key(&tx, |(t, _)| *t) {
-            self.entries.remove(i);
-        }
-    }
-
-    /// The highest entry below `tx`.
-    fn last_below(&self, tx: TxIdx) -> Option<&(TxIdx, SlotEntry)> {
-        self.entries[..self.entries.partition_point(|(t, _)| *t < tx)].last()
-    }
-}
+/// A storage slot's entries. Apart from [`Versions`]: a slot takes no credits and its value
+/// is one word, so an entry is 48 bytes instead of 112. A busy contract has thousands of
+/// written slots, and recording, reads and the fold all walk them.
+type SlotVersions = ByTx<SlotEntry>;
 
 /// A slot's final write in the block, from the first phase of the fold (the slot's shard) for
 /// the second (its account's shard).
@@ -386,11 +404,6 @@ impl SlotFold {
     /// The writes of the addresses of account shard `k`, sorted by (address, slot).
     pub(crate) fn run(&self, k: usize) -> &[SlotWrite] {
         &self.writes[self.starts[k] as usize..self.starts[k + 1] as usize]
-    }
-
-    /// Whether account shard `k` has writes here.
-    pub(crate) fn has_run(&self, k: usize) -> bool {
-        self.starts[k] < self.starts[k + 1]
     }
 }
 
@@ -494,12 +507,16 @@ impl MvMemory {
         word(0..8) ^ word(8..16).rotate_left(21) ^ word(16..20).rotate_left(42)
     }
 
-    /// splitmix64's finalizer, reduced to a shard.
-    fn mix_to_shard(&self, mut h: u64) -> usize {
+    /// splitmix64's finalizer.
+    fn mix(mut h: u64) -> u64 {
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
-        (h % self.shards.len() as u64) as usize
+        h ^ (h >> 31)
+    }
+
+    /// A word mixed and reduced to a shard.
+    fn mix_to_shard(&self, h: u64) -> usize {
+        (Self::mix(h) % self.shards.len() as u64) as usize
     }
 
     /// The shard of an account. All 20 bytes through splitmix64's finalizer: addresses are
@@ -538,10 +555,7 @@ impl MvMemory {
     }
 
     fn reset_bit(address: &Address) -> u64 {
-        let mut h = Self::address_word(address);
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        1 << ((h ^ (h >> 31)) & 63)
+        1 << (Self::mix(Self::address_word(address)) & 63)
     }
 
     /// Notes a storage wipe of `address` (before it is inserted).
@@ -902,7 +916,7 @@ impl MvMemory {
         let slots = std::mem::take(&mut lock(&self.shards[k]).slots);
         let mut writes = Vec::with_capacity(slots.len());
         for ((address, slot), versions) in slots {
-            let (tx, value) = match versions.entries.last() {
+            let (tx, value) = match versions.last() {
                 None => continue,
                 Some((tx, SlotEntry::Estimate)) => {
                     return Err(not_final(Location::Storage(address, slot), *tx))
@@ -932,14 +946,9 @@ impl MvMemory {
         writes.sort_unstable_by(|x, y| {
             (x.shard, &x.address, &x.slot).cmp(&(y.shard, &y.address, &y.slot))
         });
-        let mut starts = Vec::with_capacity(self.shards.len() + 1);
-        let mut i = 0;
-        for shard in 0..=self.shards.len() as u32 {
-            while i < writes.len() && writes[i].shard < shard {
-                i += 1;
-            }
-            starts.push(i as u32);
-        }
+        let starts = (0..=self.shards.len() as u32)
+            .map(|shard| writes.partition_point(|w| w.shard < shard) as u32)
+            .collect();
         Ok(SlotFold { writes, starts })
     }
 
