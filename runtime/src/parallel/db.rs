@@ -7,7 +7,9 @@ use super::scheduler::{DependencyOutcome, Scheduler};
 use super::writes::{apply_credit, LazyRecipient};
 use revm::bytecode::Bytecode;
 use revm::database_interface::{DBErrorMarker, Database, DatabaseRef};
-use revm::primitives::{Address, HashMap, StorageKey, StorageValue, B256, KECCAK_EMPTY, U256};
+use revm::primitives::{
+    Address, Bytes, HashMap, StorageKey, StorageValue, B256, KECCAK_EMPTY, U256,
+};
 use revm::state::AccountInfo;
 use std::sync::{PoisonError, RwLock};
 
@@ -50,19 +52,139 @@ impl CodeCache {
         if hash == KECCAK_EMPTY {
             return Ok(Bytecode::default());
         }
-        if let Some(code) = self
-            .codes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&hash)
-        {
-            return Ok(code.clone());
+        if let Some(code) = self.cached(&hash) {
+            return Ok(code);
         }
         let code = db
             .code_by_hash_ref(hash)
             .map_err(|e| TxDbError::Db(e.to_string()))?;
         self.insert(hash, code.clone());
         Ok(code)
+    }
+
+    fn cached(&self, hash: &B256) -> Option<Bytecode> {
+        self.codes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+            .cloned()
+    }
+}
+
+/// One worker's code, by hash: its own copy of each contract it runs more than once in the
+/// block, and of the empty code.
+///
+/// A [`Bytecode`] is a reference-counted pointer, and every clone and drop of one is an atomic
+/// operation on its count. Shared by both workers, the count of a contract every transaction
+/// calls (a token), and that of the empty code every account without code carries, moved
+/// between the two cores at every account load (profile of a parallel ERC-20 block: ~4% of
+/// the workers' time in those clones and drops). A contract run once per worker is not copied.
+pub(crate) struct WorkerCodes {
+    /// Code by hash, and whether it is this worker's own copy yet.
+    codes: HashMap<B256, (Bytecode, bool)>,
+    empty: Bytecode,
+}
+
+impl WorkerCodes {
+    pub(crate) fn new() -> Self {
+        Self {
+            codes: HashMap::default(),
+            empty: empty_code(),
+        }
+    }
+
+    /// Whether this worker has seen the code (and so the shared cache has it).
+    pub(crate) fn knows(&self, hash: &B256) -> bool {
+        self.codes.contains_key(hash)
+    }
+
+    fn get<DB: DatabaseRef>(
+        &mut self,
+        shared: &CodeCache,
+        db: &DB,
+        hash: B256,
+    ) -> Result<Bytecode, TxDbError> {
+        if hash == KECCAK_EMPTY {
+            return Ok(self.empty.clone());
+        }
+        match self.codes.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let (code, own) = e.get_mut();
+                if !*own {
+                    *code = own_copy(code);
+                    *own = true;
+                }
+                Ok(code.clone())
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let code = shared.get(db, hash)?;
+                Ok(v.insert((code, false)).0.clone())
+            }
+        }
+    }
+}
+
+/// The empty code, in an allocation of its own (`Bytecode::default()` is one static shared by
+/// every thread).
+fn empty_code() -> Bytecode {
+    // SAFETY: one STOP byte, original length 0 and an empty jump table: exactly what
+    // `Bytecode::new()` holds, which satisfies `new_analyzed`'s padding invariant.
+    unsafe {
+        Bytecode::new_analyzed(
+            Bytes::from_static(&[0x00]),
+            0,
+            revm::bytecode::JumpTable::default(),
+        )
+    }
+}
+
+/// A copy of `code` with a reference count of its own (the bytes and the jump table copied,
+/// not analysed again).
+fn own_copy(code: &Bytecode) -> Bytecode {
+    match code.legacy_jump_table() {
+        Some(jumps) if code.is_legacy() && !code.bytecode().is_empty() => {
+            // SAFETY: the bytes are an exact copy of an analysed legacy bytecode's (padded)
+            // bytes, with its original length and jump table: `new_analyzed`'s invariants hold
+            // for the copy because they hold for the original.
+            unsafe {
+                Bytecode::new_analyzed(
+                    Bytes::copy_from_slice(code.bytecode()),
+                    code.len(),
+                    jumps.clone(),
+                )
+            }
+        }
+        _ => code.clone(),
+    }
+}
+
+/// The pre-state with the code deployed in the block: what the fold reads, as written accounts
+/// are recorded without their code.
+pub(crate) struct WithCodes<'a, DB> {
+    pub(crate) db: &'a DB,
+    pub(crate) codes: &'a CodeCache,
+}
+
+impl<DB: DatabaseRef> DatabaseRef for WithCodes<'_, DB> {
+    type Error = DB::Error;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, DB::Error> {
+        self.db.basic_ref(address)
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, DB::Error> {
+        match self.codes.cached(&code_hash) {
+            Some(code) => Ok(code),
+            None => self.db.code_by_hash_ref(code_hash),
+        }
+    }
+
+    fn storage_ref(&self, address: Address, index: StorageKey) -> Result<StorageValue, DB::Error> {
+        self.db.storage_ref(address, index)
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, DB::Error> {
+        self.db.block_hash_ref(number)
     }
 }
 
@@ -74,27 +196,15 @@ pub(crate) struct Shared<'a, DB> {
     pub(crate) codes: &'a CodeCache,
 }
 
-/// Pre-state account with its code loaded.
+/// Pre-state account without its code (each worker attaches its own: [`WorkerCodes`]).
 pub(crate) fn pre_account<DB: DatabaseRef>(
     db: &DB,
-    codes: &CodeCache,
     address: Address,
 ) -> Result<Option<AccountInfo>, TxDbError> {
     let info = db
         .basic_ref(address)
         .map_err(|e| TxDbError::Db(e.to_string()))?;
-    info.map(|info| with_code(codes, db, info)).transpose()
-}
-
-fn with_code<DB: DatabaseRef>(
-    codes: &CodeCache,
-    db: &DB,
-    mut info: AccountInfo,
-) -> Result<AccountInfo, TxDbError> {
-    if info.code.is_none() {
-        info.code = Some(codes.get(db, info.code_hash)?);
-    }
-    Ok(info)
+    Ok(info.map(AccountInfo::without_code))
 }
 
 /// The database of one execution of transaction `tx`.
@@ -113,6 +223,8 @@ pub(crate) struct TxDb<'a, DB> {
     pub(crate) suspended: Option<TxIdx>,
     /// Set when credits overflowed a balance.
     pub(crate) overflow: Option<Address>,
+    /// The worker's code.
+    pub(crate) codes: WorkerCodes,
 }
 
 impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
@@ -129,6 +241,7 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
             reads: Vec::new(),
             suspended: None,
             overflow: None,
+            codes: WorkerCodes::new(),
         }
     }
 
@@ -173,20 +286,31 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         }
     }
 
+    /// The account of `base` with this worker's copy of its code (the memory holds accounts
+    /// without code).
     fn base_info(
-        &self,
+        &mut self,
         base: AccountBase,
         address: Address,
     ) -> Result<Option<AccountInfo>, TxDbError> {
-        match base {
-            AccountBase::Written(_, info) => info
-                .map(|i| with_code(self.shared.codes, self.shared.db, i))
-                .transpose(),
-            AccountBase::Cached(info) => Ok(info),
-            AccountBase::PreState => self.shared.mv.pre_account(&address, || {
-                pre_account(self.shared.db, self.shared.codes, address)
-            }),
-        }
+        let info = match base {
+            AccountBase::Written(_, info) | AccountBase::Cached(info) => info,
+            AccountBase::PreState => self
+                .shared
+                .mv
+                .pre_account(&address, || pre_account(self.shared.db, address))?,
+        };
+        info.map(|mut info| {
+            if info.code.is_none() {
+                info.code = Some(self.codes.get(
+                    self.shared.codes,
+                    self.shared.db,
+                    info.code_hash,
+                )?);
+            }
+            Ok(info)
+        })
+        .transpose()
     }
 
     /// A lazy read of the recipient: `Some` if it has no code (then only that is recorded).
@@ -259,7 +383,7 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
     }
 
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, TxDbError> {
-        self.shared.codes.get(self.shared.db, code_hash)
+        self.codes.get(self.shared.codes, self.shared.db, code_hash)
     }
 
     fn storage(&mut self, address: Address, index: StorageKey) -> Result<StorageValue, TxDbError> {
@@ -292,5 +416,72 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
             .db
             .block_hash_ref(number)
             .map_err(|e| TxDbError::Db(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revm::database::{CacheDB, EmptyDB};
+
+    fn same_code(a: &Bytecode, b: &Bytecode) {
+        assert_eq!(a.original_byte_slice(), b.original_byte_slice());
+        assert_eq!(a.bytecode(), b.bytecode());
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.hash_slow(), b.hash_slow());
+        assert_eq!(a.legacy_jump_table(), b.legacy_jump_table());
+    }
+
+    #[test]
+    fn own_copies_equal_the_shared_code() {
+        // PUSH1 4, JUMP, INVALID, JUMPDEST, PUSH2 (truncated: padded by the analysis).
+        let shared =
+            Bytecode::new_legacy(Bytes::from_static(&[0x60, 0x04, 0x56, 0xfe, 0x5b, 0x61]));
+        let own = own_copy(&shared);
+        same_code(&shared, &own);
+        assert_ne!(
+            own.bytecode_ptr(),
+            shared.bytecode_ptr(),
+            "the copy shares the bytes"
+        );
+        assert!(own
+            .legacy_jump_table()
+            .is_some_and(|j| j.is_valid(4) && !j.is_valid(2)));
+        let empty = empty_code();
+        same_code(&Bytecode::new(), &empty);
+        assert!(empty.is_empty() && !empty.is_default());
+        assert_eq!(empty.hash_slow(), KECCAK_EMPTY);
+    }
+
+    #[test]
+    fn a_worker_copies_code_on_its_second_use() {
+        let code = Bytecode::new_legacy(Bytes::from_static(&[0x60, 0x01, 0x00]));
+        let hash = code.hash_slow();
+        let mut db = CacheDB::new(EmptyDB::default());
+        db.cache.contracts.insert(hash, code.clone());
+        let shared = CodeCache::new();
+        let mut worker = WorkerCodes::new();
+        assert!(!worker.knows(&hash));
+        let first = worker.get(&shared, &db, hash).expect("code");
+        assert!(worker.knows(&hash));
+        let in_cache = shared.cached(&hash).expect("cached for the others");
+        assert_eq!(
+            first.bytecode_ptr(),
+            in_cache.bytecode_ptr(),
+            "first use: shared"
+        );
+        let second = worker.get(&shared, &db, hash).expect("code");
+        same_code(&code, &second);
+        assert_ne!(
+            second.bytecode_ptr(),
+            in_cache.bytecode_ptr(),
+            "second use: own copy"
+        );
+        let third = worker.get(&shared, &db, hash).expect("code");
+        assert_eq!(second.bytecode_ptr(), third.bytecode_ptr(), "copied once");
+        assert!(worker
+            .get(&shared, &db, KECCAK_EMPTY)
+            .expect("empty")
+            .is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! transactions against the [`MvMemory`] and validating their reads.
 
 use super::changes::AccountChange;
-use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError};
+use super::db::{pre_account, CodeCache, Shared, TxDb, TxDbError, WithCodes};
 use super::handler::LazyRewardHandler;
 use super::mvmemory::{FoldFailure, MvMemory, SlotFold, SlotWrite, TxIdx, Version};
 use super::pool;
@@ -431,7 +431,11 @@ where
                 .collect();
             // Repeated contract wipes need no check here: with the fallback on, the second
             // one to be recorded has already halted the block (`note_contract_wipe`).
-            let r = self.mv.fold_accounts(k, self.db, &runs);
+            let db = WithCodes {
+                db: self.db,
+                codes: &self.codes,
+            };
+            let r = self.mv.fold_accounts(k, &db, &runs);
             *self.folded[k]
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(r);
@@ -602,11 +606,15 @@ where
                             return self.halt_with(reason);
                         }
                     }
-                    for (_, value) in &writes.entries {
+                    // Accounts are recorded without their code (readers attach their own copy:
+                    // `WorkerCodes`); code deployed here goes to the shared cache first, for
+                    // other workers and the fold.
+                    let local = &evm.inner.ctx.journaled_state.database.codes;
+                    for (_, value) in &mut writes.entries {
                         if let WriteValue::Account(Some(info), _) = value {
-                            if let Some(code) = &info.code {
-                                if info.code_hash != KECCAK_EMPTY {
-                                    self.codes.insert(info.code_hash, code.clone());
+                            if let Some(code) = info.code.take() {
+                                if info.code_hash != KECCAK_EMPTY && !local.knows(&info.code_hash) {
+                                    self.codes.insert(info.code_hash, code);
                                 }
                             }
                         }
@@ -645,7 +653,7 @@ where
 
     fn pre_code_hash(&self, address: &Address) -> Option<B256> {
         self.mv
-            .pre_account(address, || pre_account(self.db, &self.codes, *address))
+            .pre_account(address, || pre_account(self.db, *address))
             .ok()
             .map(|info| info.map_or(KECCAK_EMPTY, |i| i.code_hash))
     }

@@ -44,8 +44,8 @@ enum Entry {
 pub(crate) enum AccountBase {
     /// No full write below the reader: the pre-state, not read yet in this block.
     PreState,
-    /// No full write below the reader: the pre-state, as an earlier read cached it (code
-    /// loaded), so the reader does not look it up again.
+    /// No full write below the reader: the pre-state, as an earlier read cached it (without
+    /// its code), so the reader does not look it up again.
     Cached(Option<AccountInfo>),
     /// A full write.
     Written(Version, Option<AccountInfo>),
@@ -260,8 +260,9 @@ impl Versions {
 struct AccountEntry {
     account: Versions,
     reset: Versions,
-    /// The pre-state account (code loaded), cached on first read: every execution, validation
-    /// and the fold would otherwise ask the database again.
+    /// The pre-state account (without its code: readers attach their own copy), cached on
+    /// first read: every execution, validation and the fold would otherwise ask the database
+    /// again.
     pre: Option<Option<AccountInfo>>,
 }
 
