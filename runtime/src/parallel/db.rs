@@ -196,15 +196,25 @@ pub(crate) struct Shared<'a, DB> {
     pub(crate) codes: &'a CodeCache,
 }
 
-/// Pre-state account without its code (each worker attaches its own: [`WorkerCodes`]).
+/// Pre-state account without its code (each worker attaches its own: [`WorkerCodes`]). Code the
+/// database returns with the account goes to `codes`: a database need not also serve it by
+/// hash.
 pub(crate) fn pre_account<DB: DatabaseRef>(
     db: &DB,
+    codes: &CodeCache,
     address: Address,
 ) -> Result<Option<AccountInfo>, TxDbError> {
     let info = db
         .basic_ref(address)
         .map_err(|e| TxDbError::Db(e.to_string()))?;
-    Ok(info.map(AccountInfo::without_code))
+    Ok(info.map(|mut info| {
+        if let Some(code) = info.code.take() {
+            if info.code_hash != KECCAK_EMPTY && codes.cached(&info.code_hash).is_none() {
+                codes.insert(info.code_hash, code);
+            }
+        }
+        info
+    }))
 }
 
 /// The database of one execution of transaction `tx`.
@@ -295,10 +305,9 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
     ) -> Result<Option<AccountInfo>, TxDbError> {
         let info = match base {
             AccountBase::Written(_, info) | AccountBase::Cached(info) => info,
-            AccountBase::PreState => self
-                .shared
-                .mv
-                .pre_account(&address, || pre_account(self.shared.db, address))?,
+            AccountBase::PreState => self.shared.mv.pre_account(&address, || {
+                pre_account(self.shared.db, self.shared.codes, address)
+            })?,
         };
         info.map(|mut info| {
             if info.code.is_none() {
@@ -483,5 +492,47 @@ mod tests {
             .get(&shared, &db, KECCAK_EMPTY)
             .expect("empty")
             .is_empty());
+    }
+
+    /// A database that serves code only with its account, not by hash (as the blockchain
+    /// tests' state view does).
+    struct InlineCodeOnly(CacheDB<EmptyDB>);
+
+    impl DatabaseRef for InlineCodeOnly {
+        type Error = std::convert::Infallible;
+        fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+            Ok(self.0.cache.accounts.get(&address).map(|a| a.info.clone()))
+        }
+        fn code_by_hash_ref(&self, _: B256) -> Result<Bytecode, Self::Error> {
+            Ok(Bytecode::default())
+        }
+        fn storage_ref(&self, _: Address, _: StorageKey) -> Result<StorageValue, Self::Error> {
+            Ok(U256::ZERO)
+        }
+        fn block_hash_ref(&self, _: u64) -> Result<B256, Self::Error> {
+            Ok(B256::ZERO)
+        }
+    }
+
+    #[test]
+    fn code_loaded_with_its_account_is_kept_by_hash() {
+        let code = Bytecode::new_legacy(Bytes::from_static(&[0x60, 0x01, 0x00]));
+        let hash = code.hash_slow();
+        let address = Address::with_last_byte(7);
+        let mut cache = CacheDB::new(EmptyDB::default());
+        cache.insert_account_info(
+            address,
+            AccountInfo::new(U256::from(1), 1, hash, code.clone()),
+        );
+        cache.cache.contracts.clear();
+        let db = InlineCodeOnly(cache);
+        let codes = CodeCache::new();
+        let info = pre_account(&db, &codes, address)
+            .expect("loads")
+            .expect("exists");
+        assert!(info.code.is_none(), "cached without its code");
+        let mut worker = WorkerCodes::new();
+        let got = worker.get(&codes, &db, info.code_hash).expect("code");
+        same_code(&code, &got);
     }
 }

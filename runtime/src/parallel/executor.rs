@@ -653,7 +653,7 @@ where
 
     fn pre_code_hash(&self, address: &Address) -> Option<B256> {
         self.mv
-            .pre_account(address, || pre_account(self.db, *address))
+            .pre_account(address, || pre_account(self.db, &self.codes, *address))
             .ok()
             .map(|info| info.map_or(KECCAK_EMPTY, |i| i.code_hash))
     }
