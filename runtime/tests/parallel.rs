@@ -469,6 +469,85 @@ fn hot_sender_nonce_chain() {
     }
 }
 
+/// A chain of plain transfers from one sender reads the sender lazily: no transaction waits
+/// for or re-executes after the previous one, and the sender's final nonce and balance are
+/// exact.
+#[test]
+fn plain_transfer_chains_read_their_sender_lazily() {
+    for &spec in &[SpecId::HOMESTEAD, SpecId::BERLIN, SpecId::CANCUN] {
+        let mut b = standard(spec, 40);
+        for i in 0..30 {
+            b.transfer(addr(1), addr(100 + i), U256::from(1_000 + i));
+        }
+        let (seq, par) = b.check();
+        assert!(all_succeeded(&seq.expect("valid block")));
+        let stats = par.expect("parallel output").stats;
+        assert_eq!(stats.fallback, None);
+        assert_eq!(
+            (
+                stats.reexecutions,
+                stats.dependency_suspensions,
+                stats.validation_failures
+            ),
+            (0, 0, 0),
+            "{spec:?}: {stats:?}"
+        );
+    }
+}
+
+/// A mining pool paying out from the beneficiary: the sender's debits, the fee credits of
+/// every other transaction and the eagerly paid fee of its own transfers fold in order.
+#[test]
+fn beneficiary_pays_out_in_a_chain() {
+    let mut b = standard(SpecId::LONDON, 20);
+    b.fund(COINBASE, eth(50));
+    for i in 0..24 {
+        if i % 4 == 3 {
+            b.call(addr(1 + i % 7), addr(COUNTER_ADDR), U256::ZERO, Vec::new());
+        } else {
+            b.transfer(COINBASE, addr(200 + i), eth(1));
+        }
+    }
+    // Someone reads the beneficiary's exact balance, and it spends once more after that.
+    b.call(addr(9), addr(BALANCE_ADDR), U256::ZERO, word(COINBASE));
+    b.transfer(COINBASE, addr(300), eth(2));
+    let (seq, _) = b.check();
+    assert!(all_succeeded(&seq.expect("valid block")));
+}
+
+/// A lazily read sender whose transfers need funds it only receives later in the block, or
+/// whose nonce is wrong: the block is invalid, with the sequential error.
+#[test]
+fn lazy_senders_that_cannot_pay_give_the_sequential_error() {
+    let mut b = standard(SpecId::CANCUN, 10);
+    b.fund(addr(60), eth(1));
+    for i in 0..6 {
+        b.transfer(addr(60), addr(200 + i), eth(1) / U256::from(4));
+    }
+    b.transfer(addr(2), addr(60), eth(5));
+    let (seq, _) = b.check();
+    assert!(matches!(
+        seq,
+        Err(BlockError::InvalidTransaction {
+            index: 3,
+            error: InvalidTransaction::LackOfFundForMaxFee { .. },
+        })
+    ));
+    let mut b = standard(SpecId::CANCUN, 10);
+    for i in 0..6 {
+        b.transfer(addr(3), addr(200 + i), U256::from(5));
+    }
+    b.txs[4].nonce = 2;
+    let (seq, _) = b.check();
+    assert!(matches!(
+        seq,
+        Err(BlockError::InvalidTransaction {
+            index: 4,
+            error: InvalidTransaction::NonceTooLow { tx: 2, state: 4 },
+        })
+    ));
+}
+
 #[test]
 fn a_dominant_sender_runs_sequentially_by_default() {
     let mut b = standard(SpecId::CANCUN, 4);

@@ -1159,6 +1159,10 @@ pub fn totals(reports: &[BlockReport]) -> String {
                     ember_runtime::parallel::FallbackReason::BalanceOverflow(_) => {
                         "balance overflow"
                     }
+                    ember_runtime::parallel::FallbackReason::SenderState(_)
+                    | ember_runtime::parallel::FallbackReason::InvalidWithLazySenders(_) => {
+                        "invalid transaction with lazy senders"
+                    }
                     ember_runtime::parallel::FallbackReason::Requested => "requested",
                     ember_runtime::parallel::FallbackReason::SingleThread => "single thread",
                     ember_runtime::parallel::FallbackReason::NoThreads(_) => "no worker threads",

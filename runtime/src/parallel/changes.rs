@@ -1,7 +1,9 @@
 //! The block's state changes: per-transaction writes folded over the pre-state, in transaction
 //! order, into one deterministic list of account changes.
 
-use super::writes::{apply_credit, AccountWriteKind, Location, TxWrites, WriteValue};
+use super::writes::{
+    apply_credit, apply_debit, AccountWriteKind, Debit, Location, TxWrites, WriteValue,
+};
 use super::BlockError;
 use revm::bytecode::Bytecode;
 use revm::database_interface::DatabaseRef;
@@ -174,6 +176,30 @@ impl Pending {
         }
     }
 
+    /// Applies a lazy sender's debit on top of the latest state, checking that the sender's
+    /// nonce and balance allowed its transaction.
+    pub(crate) fn debit<DB: DatabaseRef>(
+        &mut self,
+        db: &DB,
+        address: Address,
+        debit: &Debit,
+    ) -> Result<(), FoldError> {
+        let current = match self.info.take() {
+            Some(info) => info,
+            None => self
+                .pre_state(db, address)
+                .map_err(|e| FoldError::Db(e.to_string()))?,
+        };
+        match apply_debit(current, debit) {
+            Ok(Some(debited)) => {
+                self.info = Some(Some(debited));
+                Ok(())
+            }
+            Ok(None) => Err(FoldError::Overflow(address)),
+            Err(_) => Err(FoldError::Unmet(address)),
+        }
+    }
+
     /// The account's change over the block, or `None` if its final state equals the
     /// pre-state (and it was neither created nor destroyed).
     pub(crate) fn finish<DB: DatabaseRef>(
@@ -261,6 +287,8 @@ pub(crate) struct ChangeSet<'a, DB> {
 pub(crate) enum FoldError {
     /// A lazy credit overflowed the balance.
     Overflow(Address),
+    /// A lazy sender's nonce or balance did not allow its transaction.
+    Unmet(Address),
     /// The pre-state database failed.
     Db(String),
 }
@@ -284,6 +312,9 @@ impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
                 }
                 (Location::Account(address), WriteValue::Credit(amount)) => {
                     pending.credit(self.db, *address, *amount)?;
+                }
+                (Location::Account(address), WriteValue::Debit(debit)) => {
+                    pending.debit(self.db, *address, debit)?;
                 }
                 (Location::StorageReset(_), _) => {
                     pending.storage_reset = true;

@@ -4,11 +4,11 @@
 
 use super::mvmemory::{AccountBase, Blocked, MvMemory, Read, TxIdx};
 use super::scheduler::{DependencyOutcome, Scheduler};
-use super::writes::{apply_credit, LazyRecipient};
+use super::writes::{apply_delta, LazyRecipient, LazySender};
 use revm::bytecode::Bytecode;
 use revm::database_interface::{DBErrorMarker, Database, DatabaseRef};
 use revm::primitives::{
-    Address, Bytes, HashMap, StorageKey, StorageValue, B256, KECCAK_EMPTY, U256,
+    Address, Bytes, HashMap, StorageKey, StorageValue, B256, KECCAK_EMPTY, U128, U256,
 };
 use revm::state::AccountInfo;
 use std::sync::{PoisonError, RwLock};
@@ -228,6 +228,23 @@ pub(crate) fn pre_account<DB: DatabaseRef>(
     }))
 }
 
+/// A transaction whose sender may be read lazily: a plain transfer's, if the recipient turns out
+/// to have no code.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SenderCandidate {
+    /// The sender.
+    pub(crate) address: Address,
+    /// The transaction's nonce.
+    pub(crate) nonce: u64,
+    /// The transaction's maximum spending.
+    pub(crate) required: U128,
+}
+
+/// The balance a lazily read sender is given: above any maximum spending a lazy sender may
+/// have (below 2^128), and far enough below 2^256 that the beneficiary reward cannot overflow
+/// it.
+const LAZY_SENDER_BALANCE: U256 = U256::from_limbs([0, 0, 0, 1]);
+
 /// The database of one execution of transaction `tx`.
 pub(crate) struct TxDb<'a, DB> {
     shared: &'a Shared<'a, DB>,
@@ -236,6 +253,11 @@ pub(crate) struct TxDb<'a, DB> {
     lazy_candidate: Option<(Address, U256)>,
     /// The recipient, if it was read lazily.
     pub(crate) lazy: Option<LazyRecipient>,
+    /// The transaction's sender, its nonce and its maximum spending, if the sender may be read
+    /// lazily (when the recipient has no code).
+    sender_candidate: Option<SenderCandidate>,
+    /// The sender, if it was read lazily.
+    pub(crate) lazy_sender: Option<LazySender>,
     /// Every read, in order.
     pub(crate) reads: Vec<Read>,
     /// The transaction whose ESTIMATE suspended the execution, set even if revm swallowed the
@@ -259,6 +281,8 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
             tx,
             lazy_candidate,
             lazy: None,
+            sender_candidate: None,
+            lazy_sender: None,
             reads: Vec::new(),
             suspended: None,
             overflow: None,
@@ -268,11 +292,18 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
 
     /// Starts an execution of transaction `tx` with this database (a worker reuses one EVM,
     /// and so one database, for all its executions): forgets the previous execution's reads,
-    /// lazy recipient, suspension and overflow.
-    pub(crate) fn begin(&mut self, tx: TxIdx, lazy_candidate: Option<(Address, U256)>) {
+    /// lazy recipient and sender, suspension and overflow.
+    pub(crate) fn begin(
+        &mut self,
+        tx: TxIdx,
+        lazy_candidate: Option<(Address, U256)>,
+        sender_candidate: Option<SenderCandidate>,
+    ) {
         self.tx = tx;
         self.lazy_candidate = lazy_candidate;
         self.lazy = None;
+        self.sender_candidate = sender_candidate.filter(|_| lazy_candidate.is_some());
+        self.lazy_sender = None;
         self.reads.clear();
         self.suspended = None;
         self.overflow = None;
@@ -333,6 +364,65 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         .transpose()
     }
 
+    /// The code hash of the last full write of `address` below this transaction.
+    fn base_code_hash(
+        &mut self,
+        address: Address,
+    ) -> Result<(B256, Option<AccountInfo>), TxDbError> {
+        let base = loop {
+            match self.shared.mv.read_account_base(&address, self.tx) {
+                Ok(base) => break base,
+                Err(blocked) => self.on_blocked(blocked)?,
+            }
+        };
+        let info = self.base_info(base, address)?;
+        Ok((info.as_ref().map_or(KECCAK_EMPTY, |i| i.code_hash), info))
+    }
+
+    /// A lazy read of the sender: `Some` if neither it nor the recipient has code. revm is
+    /// handed the transaction's nonce and a balance above anything the transaction can spend;
+    /// only the two code hashes are recorded as reads. The fold checks the real nonce and
+    /// balance ([`Debit`](super::writes::Debit)).
+    fn lazy_sender_basic(
+        &mut self,
+        candidate: SenderCandidate,
+    ) -> Result<Option<AccountInfo>, TxDbError> {
+        let Some((recipient, _)) = self.lazy_candidate else {
+            return Ok(None);
+        };
+        let (recipient_code, _) = self.base_code_hash(recipient)?;
+        if recipient_code != KECCAK_EMPTY {
+            return Ok(None);
+        }
+        let (code_hash, info) = self.base_code_hash(candidate.address)?;
+        if code_hash != KECCAK_EMPTY {
+            return Ok(None);
+        }
+        self.reads.push(Read::AccountCode {
+            address: recipient,
+            code_hash: recipient_code,
+        });
+        self.reads.push(Read::AccountCode {
+            address: candidate.address,
+            code_hash,
+        });
+        let mut given = info.unwrap_or_else(|| AccountInfo {
+            code: Some(self.codes.empty.clone()),
+            ..AccountInfo::default()
+        });
+        given.nonce = candidate.nonce;
+        given.balance = LAZY_SENDER_BALANCE;
+        self.lazy_sender = Some(LazySender {
+            address: candidate.address,
+            given: AccountInfo {
+                code: None,
+                ..given.clone()
+            },
+            required: candidate.required,
+        });
+        Ok(Some(given))
+    }
+
     /// A lazy read of the recipient: `Some` if it has no code (then only that is recorded).
     fn lazy_basic(
         &mut self,
@@ -366,6 +456,14 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, TxDbError> {
         self.check_live()?;
+        if let Some(candidate) = self.sender_candidate {
+            if candidate.address == address {
+                self.sender_candidate = None;
+                if let Some(info) = self.lazy_sender_basic(candidate)? {
+                    return Ok(Some(info));
+                }
+            }
+        }
         if let Some((candidate, value)) = self.lazy_candidate {
             if candidate == address {
                 self.lazy_candidate = None;
@@ -385,8 +483,8 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
             AccountBase::Written(v, _) => Some(*v),
         };
         let mut info = self.base_info(view.base, address)?;
-        for (_, amount) in &view.credits {
-            info = match apply_credit(info, *amount) {
+        for (_, delta) in &view.credits {
+            info = match apply_delta(info, delta) {
                 Some(info) => Some(info),
                 None => {
                     self.overflow = Some(address);

@@ -269,6 +269,14 @@ pub enum FallbackReason {
     /// Lazy credits overflowed an account's balance (revm would keep the old balance, which
     /// lazy credits cannot reproduce).
     BalanceOverflow(Address),
+    /// A plain transfer whose sender was read lazily needed another nonce or more balance
+    /// than the sender had at that point of the block (the block is invalid as given:
+    /// sequential execution reports the transaction's error).
+    SenderState(Address),
+    /// A transaction (this one) was invalid in a block where plain transfers read their senders
+    /// lazily: an earlier transfer may be the invalid one (its sender's nonce and balance are
+    /// only checked after the block), so sequential execution reports the block's error.
+    InvalidWithLazySenders(usize),
     /// The worker threads could not be created (the error).
     NoThreads(String),
 }
@@ -296,6 +304,16 @@ impl std::fmt::Display for FallbackReason {
                 write!(f, "storage of {a} wiped by several transactions")
             }
             FallbackReason::BalanceOverflow(a) => write!(f, "balance overflow at {a}"),
+            FallbackReason::SenderState(a) => {
+                write!(
+                    f,
+                    "a lazily read sender ({a}) could not pay or had another nonce"
+                )
+            }
+            FallbackReason::InvalidWithLazySenders(i) => write!(
+                f,
+                "transaction {i} invalid in a block with lazily read senders"
+            ),
             FallbackReason::NoThreads(e) => write!(f, "no worker threads: {e}"),
         }
     }

@@ -7,14 +7,14 @@
 //! execution would see the balance.
 
 use super::changes::{AccountChange, FoldError, Pending};
-use super::writes::{Location, TxWrites, WriteValue};
+use super::writes::{Delta, Location, TxWrites, WriteValue};
 use super::BlockError;
 use crossbeam_utils::CachePadded;
 use revm::database_interface::DatabaseRef;
 use revm::primitives::{Address, HashMap, HashSet, B256, KECCAK_EMPTY, U256};
 use revm::state::AccountInfo;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A transaction's position in the block.
@@ -60,11 +60,12 @@ impl AccountBase {
     }
 }
 
-/// An account as seen by a reader: a base plus the credits above it, lowest first.
+/// An account as seen by a reader: a base plus the deltas (credits, debits) above it, lowest
+/// first.
 #[derive(Clone, Debug)]
 pub(crate) struct AccountView {
     pub(crate) base: AccountBase,
-    pub(crate) credits: Vec<(Version, U256)>,
+    pub(crate) credits: Vec<(Version, Delta)>,
 }
 
 /// A storage slot as seen by a reader.
@@ -91,7 +92,7 @@ impl StorageView {
 /// One read of a transaction's execution, with what it depended on.
 #[derive(Clone, Debug)]
 pub(crate) enum Read {
-    /// An exact account read: its base and every credit applied over it.
+    /// An exact account read: its base and every delta (credit, debit) applied over it.
     Account {
         address: Address,
         base: Option<Version>,
@@ -207,7 +208,10 @@ struct Versions {
 }
 
 fn is_full(entry: &Entry) -> bool {
-    !matches!(entry, Entry::Data(_, WriteValue::Credit(_)))
+    !matches!(
+        entry,
+        Entry::Data(_, WriteValue::Credit(_) | WriteValue::Debit(_))
+    )
 }
 
 impl Versions {
@@ -420,6 +424,10 @@ pub(crate) struct MvMemory {
     fee_account: Option<Address>,
     /// Per transaction, its credit to `fee_account`.
     fees: Box<[CachePadded<Mutex<Fee>>]>,
+    /// How many of `fees` are ESTIMATEs: a lazy read of the fee account (a plain transfer from
+    /// the beneficiary: mining pools pay out from it) looks for one below it only if there is
+    /// any, instead of locking every transaction's fee below it.
+    fee_estimates: AtomicUsize,
     /// One bit (of 64, by address hash) per address whose storage wipe was ever recorded, set
     /// before the wipe is inserted. A storage read of an address whose bit is clear needs only
     /// the slot's shard, not also its account's: on mainnet most blocks create a contract
@@ -493,6 +501,7 @@ impl MvMemory {
             records: (0..block_size).map(|_| CachePadded::default()).collect(),
             fee_account,
             fees: (0..block_size).map(|_| CachePadded::default()).collect(),
+            fee_estimates: AtomicUsize::new(0),
             reset_filter: AtomicU64::new(0),
         }
     }
@@ -643,12 +652,12 @@ impl MvMemory {
                 });
                 match fee {
                     Some(fee @ Fee::Credit(..)) => {
-                        *lock(&self.fees[tx]) = fee;
+                        self.set_fee(tx, fee);
                         // A previous incarnation may have written the account in full.
                         shard.remove(&location, tx);
                     }
                     Some(fee) => {
-                        *lock(&self.fees[tx]) = fee;
+                        self.set_fee(tx, fee);
                         shard.insert(&location, tx, Entry::Data(version.incarnation, value));
                     }
                     None => shard.insert(&location, tx, Entry::Data(version.incarnation, value)),
@@ -664,7 +673,7 @@ impl MvMemory {
             for stale in missing_from(previous, scratch) {
                 self.location_shard(stale).remove(stale, tx);
                 if Some(*stale) == self.fee_location() {
-                    *lock(&self.fees[tx]) = Fee::None;
+                    self.set_fee(tx, Fee::None);
                 }
             }
             missing_from(scratch, previous).next().is_some()
@@ -681,6 +690,19 @@ impl MvMemory {
         wrote_new
     }
 
+    /// Sets `tx`'s fee credit, keeping the count of ESTIMATEs.
+    fn set_fee(&self, tx: TxIdx, fee: Fee) {
+        let mut slot = lock(&self.fees[tx]);
+        let was = matches!(*slot, Fee::Estimate);
+        let is = matches!(fee, Fee::Estimate);
+        *slot = fee;
+        if was && !is {
+            self.fee_estimates.fetch_sub(1, Ordering::AcqRel);
+        } else if is && !was {
+            self.fee_estimates.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Marks every location the transaction's last execution wrote as ESTIMATE.
     pub(crate) fn convert_writes_to_estimates(&self, tx: TxIdx) {
         let record = lock(&self.records[tx]);
@@ -689,6 +711,7 @@ impl MvMemory {
                 let mut fee = lock(&self.fees[tx]);
                 if matches!(*fee, Fee::Credit(..)) {
                     *fee = Fee::Estimate;
+                    self.fee_estimates.fetch_add(1, Ordering::AcqRel);
                     continue;
                 }
             }
@@ -700,13 +723,15 @@ impl MvMemory {
     fn fee_credits(
         &self,
         range: std::ops::Range<TxIdx>,
-        credits: &mut Vec<(Version, U256)>,
+        credits: &mut Vec<(Version, Delta)>,
     ) -> Result<(), Blocked> {
         for idx in range {
             match *lock(&self.fees[idx]) {
                 Fee::None => {}
                 Fee::Estimate => return Err(Blocked(idx)),
-                Fee::Credit(inc, amount) => credits.push((version(idx, inc), amount)),
+                Fee::Credit(inc, amount) => {
+                    credits.push((version(idx, inc), Delta::Credit(amount)))
+                }
             }
         }
         Ok(())
@@ -741,8 +766,14 @@ impl MvMemory {
                 if *idx < floor {
                     continue;
                 }
-                if let Entry::Data(inc, WriteValue::Credit(amount)) = entry {
-                    credits.push((version(*idx, *inc), *amount));
+                match entry {
+                    Entry::Data(inc, WriteValue::Credit(amount)) => {
+                        credits.push((version(*idx, *inc), Delta::Credit(*amount)));
+                    }
+                    Entry::Data(inc, WriteValue::Debit(debit)) => {
+                        credits.push((version(*idx, *inc), Delta::Debit(*debit)));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -778,7 +809,10 @@ impl MvMemory {
         };
         // An aborted credit may turn into a full write: it blocks lazy readers too.
         if Some(*address) == self.fee_account {
-            if let Some(idx) = (floor..tx).find(|i| matches!(*lock(&self.fees[*i]), Fee::Estimate))
+            let any = self.fee_estimates.load(Ordering::Acquire) > 0;
+            if let Some(idx) = (floor..tx)
+                .take_while(|_| any)
+                .find(|i| matches!(*lock(&self.fees[*i]), Fee::Estimate))
             {
                 return Err(Blocked(idx));
             }
@@ -877,6 +911,8 @@ impl MvMemory {
 pub(crate) enum FoldFailure {
     /// Lazy credits overflowed a balance.
     Overflow(Address),
+    /// A lazy sender's nonce or balance did not allow its transaction.
+    Unmet(Address),
     /// The pre-state failed, or the memory was not final.
     Error(BlockError),
 }
@@ -885,6 +921,7 @@ impl From<FoldError> for FoldFailure {
     fn from(e: FoldError) -> Self {
         match e {
             FoldError::Overflow(a) => FoldFailure::Overflow(a),
+            FoldError::Unmet(a) => FoldFailure::Unmet(a),
             FoldError::Db(message) => FoldFailure::Error(BlockError::State { message }),
         }
     }
@@ -1103,6 +1140,7 @@ fn fold_account<DB: DatabaseRef>(
                 pending.mark(*kind);
             }
             Entry::Data(_, WriteValue::Credit(amount)) => pending.credit(db, address, *amount)?,
+            Entry::Data(_, WriteValue::Debit(debit)) => pending.debit(db, address, debit)?,
             Entry::Data(..) => {}
         }
     }
@@ -1191,7 +1229,10 @@ mod tests {
         assert!(matches!(view.base, AccountBase::Written(w, _) if w == v(0, 0)));
         assert_eq!(
             view.credits,
-            vec![(v(2, 0), U256::from(5)), (v(3, 1), U256::from(7))]
+            vec![
+                (v(2, 0), Delta::Credit(U256::from(5))),
+                (v(3, 1), Delta::Credit(U256::from(7)))
+            ]
         );
         // Transaction 0 sees the pre-state; a lazy read skips the credits.
         assert!(matches!(
@@ -1416,11 +1457,14 @@ mod tests {
         assert!(matches!(view.base, AccountBase::Written(w, _) if w == v(2, 0)));
         assert_eq!(
             view.credits,
-            vec![(v(3, 0), U256::from(5)), (v(4, 0), U256::from(7))]
+            vec![
+                (v(3, 0), Delta::Credit(U256::from(5))),
+                (v(4, 0), Delta::Credit(U256::from(7)))
+            ]
         );
         let view = mv.read_account(&coinbase, 2).expect("no estimate");
         assert!(matches!(view.base, AccountBase::PreState));
-        assert_eq!(view.credits, vec![(v(0, 0), U256::from(1))]);
+        assert_eq!(view.credits, vec![(v(0, 0), Delta::Credit(U256::from(1)))]);
         // An aborted fee blocks exact and lazy readers above it, not below.
         mv.convert_writes_to_estimates(3);
         assert_eq!(mv.read_account(&coinbase, 5).err(), Some(Blocked(3)));

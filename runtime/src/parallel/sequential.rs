@@ -73,14 +73,20 @@ where
             })
         })?;
         writes.entries.clear();
-        extract_writes(&outcome.state, &[], None, &mut writes).map_err(|_| BlockError::Custom {
-            index,
-            message: "internal: lazy write without a lazy read".to_string(),
+        extract_writes(&outcome.state, &[], None, None, &mut writes).map_err(|_| {
+            BlockError::Custom {
+                index,
+                message: "internal: lazy write without a lazy read".to_string(),
+            }
         })?;
         changes.apply(&writes).map_err(|e| match e {
             FoldError::Overflow(a) => BlockError::Custom {
                 index,
                 message: format!("internal: credit overflow at {a}"),
+            },
+            FoldError::Unmet(a) => BlockError::Custom {
+                index,
+                message: format!("internal: lazy debit at {a} without a lazy read"),
             },
             FoldError::Db(message) => BlockError::Database { index, message },
         })?;

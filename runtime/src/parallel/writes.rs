@@ -8,7 +8,7 @@
 //! cases), so folding these writes over the pre-state gives exactly the state revm's `State`
 //! holds after the same transactions.
 
-use revm::primitives::{Address, U256};
+use revm::primitives::{Address, U128, U256};
 use revm::state::{AccountInfo, EvmState};
 
 /// A location of the multi-version memory.
@@ -70,6 +70,9 @@ pub(crate) enum WriteValue {
     /// A lazy balance credit (always non-zero): the transaction added this amount to the
     /// account's balance without reading it.
     Credit(U256),
+    /// A lazy sender's change: the transaction took its fees and value from the account, and
+    /// bumped its nonce, without reading its balance or nonce.
+    Debit(Debit),
     /// A storage slot's new value.
     Storage(U256),
     /// The account's storage was wiped before this transaction's slot writes.
@@ -95,6 +98,106 @@ pub(crate) struct LazyRecipient {
     pub(crate) value: U256,
 }
 
+/// A plain transfer's change to its sender, recorded without reading the sender's balance and
+/// nonce: what the transaction needed of them and what it did to them.
+///
+/// Only the transaction's own sender is debited this way, and only when nothing but the
+/// transfer runs (the recipient has no code), so nothing in the transaction observed the
+/// balance beyond revm's pre-execution check, which `required` and `nonce` repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// The amounts are 128-bit (in 64-bit limbs: `u128` would align the whole write to 16 bytes): a
+/// lazy sender's maximum spending is below 2^128 and bounds both, and the write stays as small as
+/// an account write (every entry of the memory has that size).
+pub(crate) struct Debit {
+    /// The balance the sender must hold before the transaction (revm's
+    /// `max_balance_spending`: gas limit times maximum fee, plus value and blob fee).
+    pub(crate) required: U128,
+    /// The nonce the sender must have before the transaction (one more after it).
+    pub(crate) nonce: u64,
+    /// Taken from the balance: fees and, if the transfer happened, the value.
+    pub(crate) sub: U128,
+    /// Added to the balance after `sub` (the fee reward when the sender is the beneficiary,
+    /// which revm then pays at once).
+    pub(crate) add: U128,
+}
+
+/// A 128-bit amount as a word.
+pub(crate) fn widen(x: U128) -> U256 {
+    let [l0, l1] = *x.as_limbs();
+    U256::from_limbs([l0, l1, 0, 0])
+}
+
+/// A word as a 128-bit amount, if it fits.
+pub(crate) fn narrow(x: U256) -> Option<U128> {
+    let [l0, l1, l2, l3] = *x.as_limbs();
+    (l2 == 0 && l3 == 0).then(|| U128::from_limbs([l0, l1]))
+}
+
+/// A change an account read applies over the account's last full write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delta {
+    /// A lazy credit.
+    Credit(U256),
+    /// A lazy sender's debit.
+    Debit(Debit),
+}
+
+/// A lazy debit did not fit the account it applies to: the sender's nonce differed from the
+/// transaction's, its balance was below the transaction's maximum spending, or it did not exist
+/// (the block is invalid as given; sequential execution reports the transaction's error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unmet;
+
+/// Applies a lazy debit exactly, as the fold does: `Unmet` unless the account exists with the
+/// transaction's nonce and at least its required balance; `Ok(None)` if adding the reward
+/// overflowed (the caller falls back to sequential execution, as for an overflowing credit).
+pub(crate) fn apply_debit(
+    account: Option<AccountInfo>,
+    debit: &Debit,
+) -> Result<Option<AccountInfo>, Unmet> {
+    let mut info = account.ok_or(Unmet)?;
+    if info.nonce != debit.nonce || info.balance < widen(debit.required) {
+        return Err(Unmet);
+    }
+    // `required` covers `sub`: the maximum spending bounds fees plus value.
+    info.balance = info.balance.saturating_sub(widen(debit.sub));
+    info.nonce = info.nonce.wrapping_add(1);
+    Ok(info.balance.checked_add(widen(debit.add)).map(|balance| {
+        info.balance = balance;
+        info
+    }))
+}
+
+/// Applies a delta as a speculative read does: a debit whose requirement is not met is applied
+/// anyway (saturating at zero). The read records the delta's version, so it fails validation
+/// if the deltas below it change; if they are final, the fold finds the unmet requirement and
+/// the block falls back to sequential execution. `None` on a balance overflow.
+pub(crate) fn apply_delta(account: Option<AccountInfo>, delta: &Delta) -> Option<AccountInfo> {
+    match delta {
+        Delta::Credit(amount) => apply_credit(account, *amount),
+        Delta::Debit(debit) => {
+            let mut info = account.unwrap_or_default();
+            info.balance = info.balance.saturating_sub(widen(debit.sub));
+            info.balance = info.balance.checked_add(widen(debit.add))?;
+            info.nonce = info.nonce.wrapping_add(1);
+            Some(info)
+        }
+    }
+}
+
+/// A plain transfer's sender that revm was handed a speculative view of: the transaction's
+/// nonce and a balance above anything it can spend.
+#[derive(Clone, Debug)]
+pub(crate) struct LazySender {
+    /// The account.
+    pub(crate) address: Address,
+    /// What the database returned for it.
+    pub(crate) given: AccountInfo,
+    /// The balance the transaction requires.
+    pub(crate) required: U128,
+}
+
 /// The lazy recipient was used in a way that depends on its exact balance: the transaction must
 /// run again with an exact read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +214,7 @@ pub(crate) fn extract_writes(
     state: &EvmState,
     credits: &[(Address, U256)],
     lazy: Option<&LazyRecipient>,
+    sender: Option<&LazySender>,
     out: &mut TxWrites,
 ) -> Result<(), LazyMisuse> {
     let mut addresses: Vec<&Address> = state.keys().collect();
@@ -120,6 +224,10 @@ pub(crate) fn extract_writes(
         let account = &state[address];
         if let Some(lazy) = lazy.filter(|l| l.address == *address) {
             lazy_credit(account, lazy, entries)?;
+            continue;
+        }
+        if let Some(sender) = sender.filter(|s| s.address == *address) {
+            lazy_debit(account, sender, entries)?;
             continue;
         }
         if !account.is_touched() {
@@ -204,6 +312,44 @@ fn lazy_credit(
     Ok(())
 }
 
+/// The lazy sender's write: its nonce one higher and its balance changed by the fees (and
+/// value, and an eager beneficiary reward), as a debit; [`LazyMisuse`] for anything else.
+fn lazy_debit(
+    account: &revm::state::Account,
+    sender: &LazySender,
+    entries: &mut Vec<(Location, WriteValue)>,
+) -> Result<(), LazyMisuse> {
+    let given = &sender.given;
+    let untouched_storage = account.storage.values().all(|s| !s.is_changed());
+    if account.is_selfdestructed()
+        || account.is_created()
+        || !untouched_storage
+        || !account.is_touched()
+        || account.info.code_hash != given.code_hash
+        || Some(account.info.nonce) != given.nonce.checked_add(1)
+    {
+        return Err(LazyMisuse);
+    }
+    let (sub, add) = if account.info.balance <= given.balance {
+        (given.balance - account.info.balance, U256::ZERO)
+    } else {
+        (U256::ZERO, account.info.balance - given.balance)
+    };
+    let (Some(sub), Some(add)) = (narrow(sub), narrow(add)) else {
+        return Err(LazyMisuse);
+    };
+    entries.push((
+        Location::Account(sender.address),
+        WriteValue::Debit(Debit {
+            required: sender.required,
+            nonce: given.nonce,
+            sub,
+            add,
+        }),
+    ));
+    Ok(())
+}
+
 fn push_slots(
     address: &Address,
     account: &revm::state::Account,
@@ -248,5 +394,41 @@ mod tests {
             ..AccountInfo::default()
         };
         assert!(apply_credit(Some(rich), U256::from(1)).is_none());
+    }
+
+    #[test]
+    fn debits_check_nonce_and_balance_exactly_and_saturate_speculatively() {
+        let debit = Debit {
+            required: U128::from(100),
+            nonce: 3,
+            sub: U128::from(60),
+            add: U128::from(5),
+        };
+        let sender = |balance: u64, nonce: u64| AccountInfo {
+            balance: U256::from(balance),
+            nonce,
+            ..AccountInfo::default()
+        };
+        let after = apply_debit(Some(sender(100, 3)), &debit)
+            .expect("met")
+            .expect("no overflow");
+        assert_eq!((after.balance, after.nonce), (U256::from(45), 4));
+        // Below the maximum spending, another nonce, or no account: unmet.
+        assert_eq!(apply_debit(Some(sender(99, 3)), &debit), Err(Unmet));
+        assert_eq!(apply_debit(Some(sender(500, 2)), &debit), Err(Unmet));
+        assert_eq!(apply_debit(None, &debit), Err(Unmet));
+        // A speculative read applies it anyway, saturating at zero.
+        let seen = apply_delta(Some(sender(10, 0)), &Delta::Debit(debit)).expect("no overflow");
+        assert_eq!((seen.balance, seen.nonce), (U256::from(5), 1));
+        assert_eq!(narrow(widen(U128::MAX)), Some(U128::MAX));
+        assert_eq!(narrow(U256::from(1) << 128), None);
+    }
+
+    /// A debit is no larger than an account write: every entry of the multi-version memory
+    /// has the size of the largest write.
+    #[test]
+    fn a_debit_write_is_no_larger_than_an_account_write() {
+        assert!(std::mem::size_of::<Debit>() <= std::mem::size_of::<Option<AccountInfo>>());
+        assert!(std::mem::align_of::<Debit>() <= 8);
     }
 }
