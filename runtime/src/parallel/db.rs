@@ -398,10 +398,8 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         if code_hash != KECCAK_EMPTY {
             return Ok(None);
         }
-        self.reads.push(Read::AccountCode {
-            address: recipient,
-            code_hash: recipient_code,
-        });
+        // The recipient's code hash is recorded by its own lazy read, which must follow (else
+        // the execution is retried without lazy reads: `Outcome::LazyMisuse`).
         self.reads.push(Read::AccountCode {
             address: candidate.address,
             code_hash,

@@ -13,7 +13,16 @@
 //! account's balance (as the sender, via `BALANCE`/`SELFBALANCE`, as a call target…) sees the
 //! exact value: its read walks every earlier credit and depends on all of them.
 //!
-//! The sender account of every transaction whose sender sends several transactions in the
+//! The sender of such a plain transfer (before Prague) is lazy too: revm is handed the
+//! transaction's nonce and a balance above anything it can spend, and the transaction records a
+//! *debit* (what it needed: the nonce and its maximum spending; what it did: fees and value
+//! taken, nonce bumped) instead of a read-modify-write, so a chain of transfers from one sender
+//! (an exchange's withdrawals, a pool's payouts) does not serialise the block. Exact readers see
+//! the debits like credits; the fold checks each debit's nonce and balance against the state
+//! before it, and a block where one does not hold, or which ends in an invalid transaction,
+//! runs again sequentially for the exact error.
+//!
+//! The sender account of every other transaction whose sender sends several transactions in the
 //! block is marked as an ESTIMATE of that transaction before execution starts (every valid
 //! transaction writes it), so the sender's next transaction waits for it instead of running on
 //! a stale nonce: a read that hits an ESTIMATE
@@ -73,7 +82,8 @@ pub struct ParallelOptions {
     /// Record the beneficiary's fee as a lazy credit. Default `true`; `false` makes every
     /// transaction depend on the previous one through the beneficiary's balance.
     pub lazy_beneficiary: bool,
-    /// Record the value of a plain transfer to an account without code as a lazy credit.
+    /// Record the value of a plain transfer to an account without code as a lazy credit, and
+    /// (before Prague) the transfer's change to its sender as a lazy debit.
     /// Default `true`.
     pub lazy_transfers: bool,
     /// Fall back to sequential execution when a contract's storage is wiped by more than one
