@@ -154,6 +154,20 @@ impl Pending {
         }
     }
 
+    /// The latest state, taken out of `self.info` (the pre-state if none was written).
+    fn take_latest<DB: DatabaseRef>(
+        &mut self,
+        db: &DB,
+        address: Address,
+    ) -> Result<Option<AccountInfo>, FoldError> {
+        match self.info.take() {
+            Some(info) => Ok(info),
+            None => self
+                .pre_state(db, address)
+                .map_err(|e| FoldError::Db(e.to_string())),
+        }
+    }
+
     /// Adds a lazy credit on top of the latest state (the pre-state if none was written).
     pub(crate) fn credit<DB: DatabaseRef>(
         &mut self,
@@ -161,12 +175,7 @@ impl Pending {
         address: Address,
         amount: U256,
     ) -> Result<(), FoldError> {
-        let current = match self.info.take() {
-            Some(info) => info,
-            None => self
-                .pre_state(db, address)
-                .map_err(|e| FoldError::Db(e.to_string()))?,
-        };
+        let current = self.take_latest(db, address)?;
         match apply_credit(current, amount) {
             Some(credited) => {
                 self.info = Some(Some(credited));
@@ -184,12 +193,7 @@ impl Pending {
         address: Address,
         debit: &Debit,
     ) -> Result<(), FoldError> {
-        let current = match self.info.take() {
-            Some(info) => info,
-            None => self
-                .pre_state(db, address)
-                .map_err(|e| FoldError::Db(e.to_string()))?,
-        };
+        let current = self.take_latest(db, address)?;
         match apply_debit(current, debit) {
             Ok(Some(debited)) => {
                 self.info = Some(Some(debited));
