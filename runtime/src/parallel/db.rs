@@ -4,7 +4,7 @@
 
 use super::mvmemory::{AccountBase, Blocked, MvMemory, Read, TxIdx};
 use super::scheduler::{DependencyOutcome, Scheduler};
-use super::writes::{apply_delta, LazyRecipient, LazySender};
+use super::writes::{apply_delta, LazyRecipient, LazySender, LAZY_SENDER_BALANCE};
 use revm::bytecode::Bytecode;
 use revm::database_interface::{DBErrorMarker, Database, DatabaseRef};
 use revm::primitives::{
@@ -240,11 +240,6 @@ pub(crate) struct SenderCandidate {
     pub(crate) required: U128,
 }
 
-/// The balance a lazily read sender is given: above any maximum spending a lazy sender may
-/// have (below 2^128), and far enough below 2^256 that the beneficiary reward cannot overflow
-/// it.
-const LAZY_SENDER_BALANCE: U256 = U256::from_limbs([0, 0, 0, 1]);
-
 /// The database of one execution of transaction `tx`.
 pub(crate) struct TxDb<'a, DB> {
     shared: &'a Shared<'a, DB>,
@@ -254,7 +249,7 @@ pub(crate) struct TxDb<'a, DB> {
     /// The recipient, if it was read lazily.
     pub(crate) lazy: Option<LazyRecipient>,
     /// The transaction's sender, its nonce and its maximum spending, if the sender may be read
-    /// lazily (when the recipient has no code).
+    /// lazily (when the recipient, `lazy_candidate`, has no code).
     sender_candidate: Option<SenderCandidate>,
     /// The sender, if it was read lazily.
     pub(crate) lazy_sender: Option<LazySender>,
@@ -302,7 +297,7 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         self.tx = tx;
         self.lazy_candidate = lazy_candidate;
         self.lazy = None;
-        self.sender_candidate = sender_candidate.filter(|_| lazy_candidate.is_some());
+        self.sender_candidate = sender_candidate;
         self.lazy_sender = None;
         self.reads.clear();
         self.suspended = None;
@@ -412,10 +407,8 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         given.balance = LAZY_SENDER_BALANCE;
         self.lazy_sender = Some(LazySender {
             address: candidate.address,
-            given: AccountInfo {
-                code: None,
-                ..given.clone()
-            },
+            nonce: candidate.nonce,
+            code_hash,
             required: candidate.required,
         });
         Ok(Some(given))
@@ -428,14 +421,7 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         value: U256,
     ) -> Result<Option<Option<AccountInfo>>, TxDbError> {
         self.check_live()?;
-        let base = loop {
-            match self.shared.mv.read_account_base(&address, self.tx) {
-                Ok(base) => break base,
-                Err(blocked) => self.on_blocked(blocked)?,
-            }
-        };
-        let info = self.base_info(base, address)?;
-        let code_hash = info.as_ref().map_or(KECCAK_EMPTY, |i| i.code_hash);
+        let (code_hash, info) = self.base_code_hash(address)?;
         if code_hash != KECCAK_EMPTY {
             return Ok(None);
         }

@@ -155,28 +155,21 @@ fn sender_counts(txs: &[TxEnv]) -> HashMap<Address, usize> {
     counts
 }
 
-/// The sender of a transaction that looks like a plain transfer (value, no input, another
-/// recipient than the sender and the beneficiary), with its nonce and maximum spending, if
-/// the executor may read that sender lazily: before Prague (from then on an account without
-/// code can be given code and spend its balance through it), with every pre-execution check on,
-/// and a maximum spending below 2^128. The executor reads it lazily only if the recipient also
-/// has no code.
-fn lazy_sender_shape(cfg: &CfgEnv, block: &BlockEnv, tx: &TxEnv) -> Option<SenderCandidate> {
+/// The sender of a plain transfer whose recipient may be read lazily
+/// ([`Executor::lazy_candidate`]), with its nonce and maximum spending, if the executor may read
+/// that sender lazily too: no input, before Prague (from then on an account without code can be
+/// given code and spend its balance through it), with every pre-execution check on, and a
+/// maximum spending below 2^128. The executor reads it lazily only if the recipient turns out
+/// to have no code.
+fn lazy_sender_shape(cfg: &CfgEnv, tx: &TxEnv) -> Option<SenderCandidate> {
     use revm::context_interface::{Cfg, Transaction};
-    let TxKind::Call(to) = tx.kind else {
-        return None;
-    };
-    let checks_on = !cfg.is_nonce_check_disabled()
+    let eligible = tx.data.is_empty()
+        && !cfg.spec.is_enabled_in(SpecId::PRAGUE)
+        && !cfg.is_nonce_check_disabled()
         && !cfg.is_balance_check_disabled()
         && !cfg.is_fee_charge_disabled()
         && !cfg.is_eip3607_disabled();
-    let shape = !tx.value.is_zero()
-        && tx.data.is_empty()
-        && to != tx.caller
-        && to != block.beneficiary
-        && tx.authorization_list.is_empty()
-        && !cfg.spec.is_enabled_in(SpecId::PRAGUE);
-    if !(checks_on && shape) {
+    if !eligible {
         return None;
     }
     let required = narrow(tx.max_balance_spending().ok()?)?;
@@ -387,7 +380,7 @@ where
     fn seed_estimates(&self, senders: &HashMap<Address, usize>) {
         for (index, tx) in self.txs.iter().enumerate() {
             if senders.get(&tx.caller).is_some_and(|&n| n > 1)
-                && self.sender_candidate(index).is_none()
+                && self.lazy_candidates(index).1.is_none()
             {
                 self.mv.seed_estimate(index, Location::Account(tx.caller));
             }
@@ -571,10 +564,12 @@ where
         eligible.then_some((to, tx.value))
     }
 
-    /// The sender a plain transfer may read lazily (if its recipient has no code).
-    fn sender_candidate(&self, index: usize) -> Option<SenderCandidate> {
-        self.lazy_candidate(index)?;
-        lazy_sender_shape(self.cfg, self.block, &self.txs[index])
+    /// The recipient a plain transfer may credit lazily, and the sender it may debit lazily
+    /// (both only if the recipient has no code).
+    fn lazy_candidates(&self, index: usize) -> (Option<(Address, U256)>, Option<SenderCandidate>) {
+        let recipient = self.lazy_candidate(index);
+        let sender = recipient.and_then(|_| lazy_sender_shape(self.cfg, &self.txs[index]));
+        (recipient, sender)
     }
 
     fn execute(
@@ -585,11 +580,12 @@ where
         version: Version,
     ) -> Outcome {
         let index = version.tx;
-        evm.inner.ctx.journaled_state.database.begin(
-            index,
-            self.lazy_candidate(index),
-            self.sender_candidate(index),
-        );
+        let (recipient, sender) = self.lazy_candidates(index);
+        evm.inner
+            .ctx
+            .journaled_state
+            .database
+            .begin(index, recipient, sender);
         evm.inner.ctx.set_tx(self.txs[index].clone());
         // revm parks a database error raised inside an instruction in the context and takes it
         // at the end of execution; an execution that failed earlier on another database error

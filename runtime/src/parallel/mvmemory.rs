@@ -639,6 +639,9 @@ impl MvMemory {
         // one lock.
         let mut entries = writes.entries.drain(..).peekable();
         let fee_location = self.fee_location();
+        let is_fee_credit = |(l, v): &(Location, WriteValue)| {
+            Some(*l) == fee_location && matches!(v, WriteValue::Credit(_))
+        };
         while let Some((location, value)) = entries.next() {
             // The beneficiary's fee credit lives in `fees`: its shard is only locked if a
             // previous incarnation wrote the account there (every transaction pays a fee, and
@@ -657,23 +660,12 @@ impl MvMemory {
                 if let Location::StorageReset(address) = &location {
                     self.note_reset(address);
                 }
-                let fee = (Some(location) == self.fee_location()).then_some(match &value {
-                    WriteValue::Credit(amount) => Fee::Credit(version.incarnation, *amount),
-                    _ => Fee::None,
-                });
-                match fee {
-                    Some(fee @ Fee::Credit(..)) => {
-                        self.set_fee(tx, fee);
-                        // A previous incarnation may have written the account in full.
-                        shard.remove(&location, tx);
-                    }
-                    Some(fee) => {
-                        self.set_fee(tx, fee);
-                        shard.insert(&location, tx, Entry::Data(version.incarnation, value));
-                    }
-                    None => shard.insert(&location, tx, Entry::Data(version.incarnation, value)),
+                if Some(location) == fee_location {
+                    // A full write of the beneficiary: no fee credit this time.
+                    self.set_fee(tx, Fee::None);
                 }
-                next = entries.next_if(|(l, _)| self.location_index(l) == k);
+                shard.insert(&location, tx, Entry::Data(version.incarnation, value));
+                next = entries.next_if(|e| self.location_index(&e.0) == k && !is_fee_credit(e));
             }
         }
         drop(entries);

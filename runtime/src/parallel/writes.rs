@@ -8,7 +8,8 @@
 //! cases), so folding these writes over the pre-state gives exactly the state revm's `State`
 //! holds after the same transactions.
 
-use revm::primitives::{Address, U128, U256};
+use revm::primitives::ruint::UintTryFrom;
+use revm::primitives::{Address, B256, U128, U256};
 use revm::state::{AccountInfo, EvmState};
 
 /// A location of the multi-version memory.
@@ -104,11 +105,11 @@ pub(crate) struct LazyRecipient {
 /// Only the transaction's own sender is debited this way, and only when nothing but the
 /// transfer runs (the recipient has no code), so nothing in the transaction observed the
 /// balance beyond revm's pre-execution check, which `required` and `nonce` repeat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 ///
 /// The amounts are 128-bit (in 64-bit limbs: `u128` would align the whole write to 16 bytes): a
 /// lazy sender's maximum spending is below 2^128 and bounds both, and the write stays as small as
 /// an account write (every entry of the memory has that size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Debit {
     /// The balance the sender must hold before the transaction (revm's
     /// `max_balance_spending`: gas limit times maximum fee, plus value and blob fee).
@@ -122,16 +123,9 @@ pub(crate) struct Debit {
     pub(crate) add: U128,
 }
 
-/// A 128-bit amount as a word.
-pub(crate) fn widen(x: U128) -> U256 {
-    let [l0, l1] = *x.as_limbs();
-    U256::from_limbs([l0, l1, 0, 0])
-}
-
 /// A word as a 128-bit amount, if it fits.
 pub(crate) fn narrow(x: U256) -> Option<U128> {
-    let [l0, l1, l2, l3] = *x.as_limbs();
-    (l2 == 0 && l3 == 0).then(|| U128::from_limbs([l0, l1]))
+    U128::uint_try_from(x).ok()
 }
 
 /// A change an account read applies over the account's last full write.
@@ -157,16 +151,19 @@ pub(crate) fn apply_debit(
     debit: &Debit,
 ) -> Result<Option<AccountInfo>, Unmet> {
     let mut info = account.ok_or(Unmet)?;
-    if info.nonce != debit.nonce || info.balance < widen(debit.required) {
+    if info.nonce != debit.nonce || info.balance < U256::from(debit.required) {
         return Err(Unmet);
     }
     // `required` covers `sub`: the maximum spending bounds fees plus value.
-    info.balance = info.balance.saturating_sub(widen(debit.sub));
+    info.balance = info.balance.saturating_sub(U256::from(debit.sub));
     info.nonce = info.nonce.wrapping_add(1);
-    Ok(info.balance.checked_add(widen(debit.add)).map(|balance| {
-        info.balance = balance;
-        info
-    }))
+    Ok(info
+        .balance
+        .checked_add(U256::from(debit.add))
+        .map(|balance| {
+            info.balance = balance;
+            info
+        }))
 }
 
 /// Applies a delta as a speculative read does: a debit whose requirement is not met is applied
@@ -178,8 +175,8 @@ pub(crate) fn apply_delta(account: Option<AccountInfo>, delta: &Delta) -> Option
         Delta::Credit(amount) => apply_credit(account, *amount),
         Delta::Debit(debit) => {
             let mut info = account.unwrap_or_default();
-            info.balance = info.balance.saturating_sub(widen(debit.sub));
-            info.balance = info.balance.checked_add(widen(debit.add))?;
+            info.balance = info.balance.saturating_sub(U256::from(debit.sub));
+            info.balance = info.balance.checked_add(U256::from(debit.add))?;
             info.nonce = info.nonce.wrapping_add(1);
             Some(info)
         }
@@ -187,16 +184,23 @@ pub(crate) fn apply_delta(account: Option<AccountInfo>, delta: &Delta) -> Option
 }
 
 /// A plain transfer's sender that revm was handed a speculative view of: the transaction's
-/// nonce and a balance above anything it can spend.
-#[derive(Clone, Debug)]
+/// nonce and [`LAZY_SENDER_BALANCE`], with its real code hash.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct LazySender {
     /// The account.
     pub(crate) address: Address,
-    /// What the database returned for it.
-    pub(crate) given: AccountInfo,
+    /// The nonce it was given (the transaction's).
+    pub(crate) nonce: u64,
+    /// Its code hash.
+    pub(crate) code_hash: B256,
     /// The balance the transaction requires.
     pub(crate) required: U128,
 }
+
+/// The balance a lazily read sender is given: above any maximum spending a lazy sender may
+/// have (below 2^128), and far enough below 2^256 that the beneficiary reward cannot overflow
+/// it.
+pub(crate) const LAZY_SENDER_BALANCE: U256 = U256::from_limbs([0, 0, 0, 1]);
 
 /// The lazy recipient was used in a way that depends on its exact balance: the transaction must
 /// run again with an exact read.
@@ -319,21 +323,21 @@ fn lazy_debit(
     sender: &LazySender,
     entries: &mut Vec<(Location, WriteValue)>,
 ) -> Result<(), LazyMisuse> {
-    let given = &sender.given;
     let untouched_storage = account.storage.values().all(|s| !s.is_changed());
     if account.is_selfdestructed()
         || account.is_created()
         || !untouched_storage
         || !account.is_touched()
-        || account.info.code_hash != given.code_hash
-        || Some(account.info.nonce) != given.nonce.checked_add(1)
+        || account.info.code_hash != sender.code_hash
+        || Some(account.info.nonce) != sender.nonce.checked_add(1)
     {
         return Err(LazyMisuse);
     }
-    let (sub, add) = if account.info.balance <= given.balance {
-        (given.balance - account.info.balance, U256::ZERO)
+    let given = LAZY_SENDER_BALANCE;
+    let (sub, add) = if account.info.balance <= given {
+        (given - account.info.balance, U256::ZERO)
     } else {
-        (U256::ZERO, account.info.balance - given.balance)
+        (U256::ZERO, account.info.balance - given)
     };
     let (Some(sub), Some(add)) = (narrow(sub), narrow(add)) else {
         return Err(LazyMisuse);
@@ -342,7 +346,7 @@ fn lazy_debit(
         Location::Account(sender.address),
         WriteValue::Debit(Debit {
             required: sender.required,
-            nonce: given.nonce,
+            nonce: sender.nonce,
             sub,
             add,
         }),
@@ -420,7 +424,7 @@ mod tests {
         // A speculative read applies it anyway, saturating at zero.
         let seen = apply_delta(Some(sender(10, 0)), &Delta::Debit(debit)).expect("no overflow");
         assert_eq!((seen.balance, seen.nonce), (U256::from(5), 1));
-        assert_eq!(narrow(widen(U128::MAX)), Some(U128::MAX));
+        assert_eq!(narrow(U256::from(U128::MAX)), Some(U128::MAX));
         assert_eq!(narrow(U256::from(1) << 128), None);
     }
 
