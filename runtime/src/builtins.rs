@@ -6,6 +6,7 @@
 //! arithmetic that LLVM cannot lower well (256-bit division) has dedicated builtins.
 
 use crate::abi::{Builtins, EvmContext};
+use crate::observe;
 use crate::opcodes;
 use revm::bytecode::opcode as op;
 use revm::context_interface::Host;
@@ -44,7 +45,7 @@ static OP_TABLE: [Option<OpFn>; 256] = {
     t[op::EXP as usize] = Some(arithmetic::exp);
     t[op::KECCAK256 as usize] = Some(system::keccak256);
     t[op::ADDRESS as usize] = Some(system::address);
-    t[op::BALANCE as usize] = Some(host::balance);
+    t[op::BALANCE as usize] = Some(observe::balance_op::<DynHost>);
     t[op::ORIGIN as usize] = Some(tx_info::origin);
     t[op::CALLER as usize] = Some(system::caller);
     t[op::CALLVALUE as usize] = Some(system::callvalue);
@@ -66,7 +67,7 @@ static OP_TABLE: [Option<OpFn>; 256] = {
     t[op::DIFFICULTY as usize] = Some(block_info::difficulty);
     t[op::GASLIMIT as usize] = Some(block_info::gaslimit);
     t[op::CHAINID as usize] = Some(block_info::chainid);
-    t[op::SELFBALANCE as usize] = Some(host::selfbalance);
+    t[op::SELFBALANCE as usize] = Some(observe::selfbalance_op::<DynHost>);
     t[op::BASEFEE as usize] = Some(block_info::basefee);
     t[op::BLOBHASH as usize] = Some(tx_info::blob_hash);
     t[op::BLOBBASEFEE as usize] = Some(block_info::blob_basefee);
@@ -95,7 +96,7 @@ static OP_TABLE: [Option<OpFn>; 256] = {
     t[op::STATICCALL as usize] =
         Some(contract::call::<{ op::STATICCALL }, EthInterpreter, DynHost>);
     t[op::REVERT as usize] = Some(control::revert);
-    t[op::SELFDESTRUCT as usize] = Some(host::selfdestruct);
+    t[op::SELFDESTRUCT as usize] = Some(observe::selfdestruct_op::<DynHost>);
     // Opcodes that are normally inlined but are routed here when inactive in a fork, so revm
     // reports exactly its own error (NotActivated, or a static-call violation first).
     t[op::SHL as usize] = Some(bitwise::shl);

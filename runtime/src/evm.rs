@@ -254,6 +254,7 @@ where
         &mut self,
         frame_input: <Self::Frame as FrameTr>::FrameInit,
     ) -> Result<FrameInitResult<'_, Self::Frame>, ContextDbError<CTX>> {
+        crate::observe::frame_input(&frame_input.frame_input);
         self.inner.frame_init(frame_input)
     }
 

@@ -8,6 +8,7 @@ pub mod abi;
 pub mod aot;
 pub mod builtins;
 pub mod evm;
+mod observe;
 pub mod opcodes;
 pub mod parallel;
 

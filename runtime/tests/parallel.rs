@@ -308,6 +308,19 @@ const READ_COINBASE: &[u8] = &[
 /// sstore(0, balance(calldata[0..32]))
 const READ_BALANCE: &[u8] = &[0x60, 0x00, 0x35, 0x31, 0x60, 0x00, 0x55, 0x00];
 
+/// A WETH-like vault. Without calldata, a deposit: slot[caller] += callvalue (the contract
+/// never reads its own balance). With calldata, a withdrawal: call(gas, caller, calldata[0..32])
+/// sends that much of the contract's balance back (failing when it has too little).
+const VAULT: &[u8] = &[
+    0x36, 0x15, 0x60, 0x12, 0x57, // if iszero(calldatasize) jump to the deposit
+    0x60, 0x00, 0x80, 0x80, 0x80, // out size, out off, in size, in off
+    0x60, 0x00, 0x35, 0x33, 0x5a, 0xf1, 0x50, 0x00, // call(gas, caller, amount, ...); stop
+    0x5b, 0x33, 0x54, 0x34, 0x01, 0x33, 0x55, 0x00, // 0x12: slot[caller] += callvalue
+];
+
+/// sstore(0, selfbalance())
+const SELF_BALANCE: &[u8] = &[0x47, 0x60, 0x00, 0x55, 0x00];
+
 /// revert(0, 0)
 const REVERTER: &[u8] = &[0x60, 0x00, 0x80, 0xfd];
 
@@ -385,6 +398,8 @@ const REVERTER_ADDR: u64 = 0x100073;
 const FORWARDER_ADDR: u64 = 0x100074;
 const FACTORY_ADDR: u64 = 0x100075;
 const BALANCE_ADDR: u64 = 0x100076;
+const VAULT_ADDR: u64 = 0x100077;
+const SELF_BALANCE_ADDR: u64 = 0x100078;
 
 /// Standard pre-state: `users` funded EOAs (addr(1..=users)) holding tokens, and the contracts.
 fn standard(spec: SpecId, users: u64) -> TestBlock {
@@ -406,6 +421,8 @@ fn standard(spec: SpecId, users: u64) -> TestBlock {
     b.deploy(addr(FORWARDER_ADDR), FORWARDER);
     b.deploy(addr(FACTORY_ADDR), FACTORY);
     b.deploy(addr(BALANCE_ADDR), READ_BALANCE);
+    b.deploy(addr(VAULT_ADDR), VAULT);
+    b.deploy(addr(SELF_BALANCE_ADDR), SELF_BALANCE);
     b
 }
 
@@ -492,6 +509,136 @@ fn plain_transfer_chains_read_their_sender_lazily() {
             (0, 0, 0),
             "{spec:?}: {stats:?}"
         );
+    }
+}
+
+/// Deposits into one contract that never reads its balance (WETH's `deposit`), from distinct
+/// senders, as calls and as plain transfers, among token transfers between other accounts: every
+/// read of the contract depends on its code only and every deposit is a lazy credit, so
+/// nothing conflicts. Withdrawals and `SELFBALANCE` observe the balance and read it exactly.
+#[test]
+fn deposits_into_a_contract_do_not_conflict() {
+    for &spec in &[SpecId::HOMESTEAD, SpecId::BERLIN, SpecId::CANCUN] {
+        let mut b = standard(spec, 40);
+        for i in 0..30 {
+            let from = addr(1 + i);
+            match i % 3 {
+                0 => b.call(from, addr(VAULT_ADDR), U256::from(1_000 + i), Vec::new()),
+                // A plain value transfer (no calldata) whose recipient has code.
+                1 => b.tx(
+                    from,
+                    TxKind::Call(addr(VAULT_ADDR)),
+                    U256::from(2_000 + i),
+                    Vec::new(),
+                    60_000,
+                ),
+                _ => b.call(
+                    from,
+                    addr(TOKEN_ADDR),
+                    U256::ZERO,
+                    token_call(addr(100 + i), 1),
+                ),
+            }
+        }
+        let (seq, par) = b.check();
+        assert!(all_succeeded(&seq.expect("valid block")));
+        let stats = par.expect("parallel output").stats;
+        assert_eq!(stats.fallback, None);
+        assert_eq!(
+            (
+                stats.reexecutions,
+                stats.dependency_suspensions,
+                stats.validation_failures
+            ),
+            (0, 0, 0),
+            "{spec:?}: {stats:?}"
+        );
+        // The same block with exact contract reads: the deposits conflict.
+        let exact = ParallelOptions {
+            lazy_contract_balances: false,
+            ..ParallelOptions::always_parallel(2)
+        };
+        let par = b.parallel_labeled(&exact, "exact contract reads");
+        assert_same(&b.sequential(), &par, "exact contract reads");
+    }
+    // Observers among the deposits: withdrawals (a value transfer out of the vault), SELFBALANCE
+    // and BALANCE of a contract that receives value, in every position.
+    let mut b = standard(SpecId::CANCUN, 40);
+    for i in 0..36 {
+        let from = addr(1 + i);
+        match i % 6 {
+            0 | 1 => b.call(from, addr(VAULT_ADDR), U256::from(1_000 + i), Vec::new()),
+            2 => b.call(
+                from,
+                addr(VAULT_ADDR),
+                U256::ZERO,
+                U256::from(500 * (i % 4)).to_be_bytes::<32>().to_vec(),
+            ),
+            3 => b.call(from, addr(SELF_BALANCE_ADDR), U256::from(i), Vec::new()),
+            4 => b.call(from, addr(BALANCE_ADDR), U256::ZERO, word(addr(VAULT_ADDR))),
+            _ => b.tx(
+                from,
+                TxKind::Call(addr(SELF_BALANCE_ADDR)),
+                U256::from(3),
+                Vec::new(),
+                60_000,
+            ),
+        }
+    }
+    let (seq, _) = b.check();
+    assert!(all_succeeded(&seq.expect("valid block")));
+    // Many deposits, then observers: readers below many credits are given the vault's last
+    // full write (an inexact read); those that observe the balance must run again exactly.
+    for threads in [2, 4] {
+        let mut b = standard(SpecId::CANCUN, 60);
+        for i in 0..40 {
+            b.call(addr(1 + i), addr(VAULT_ADDR), U256::from(1_000), Vec::new());
+        }
+        for i in 0..20 {
+            match i % 4 {
+                0 => b.call(
+                    addr(41 + i),
+                    addr(VAULT_ADDR),
+                    U256::ZERO,
+                    U256::from(700).to_be_bytes::<32>().to_vec(),
+                ),
+                1 => b.call(
+                    addr(41 + i),
+                    addr(BALANCE_ADDR),
+                    U256::ZERO,
+                    word(addr(VAULT_ADDR)),
+                ),
+                _ => b.call(addr(41 + i), addr(VAULT_ADDR), U256::from(5), Vec::new()),
+            }
+        }
+        let seq = b.sequential();
+        assert!(all_succeeded(seq.as_ref().expect("valid block")));
+        let par = b.parallel_labeled(
+            &ParallelOptions::always_parallel(threads),
+            "observers after many deposits",
+        );
+        assert_same(&seq, &par, "observers after many deposits");
+    }
+    // Withdrawals that only have funds thanks to the deposit just before them: a withdrawal
+    // run before its deposit is recorded fails its value transfer and leaves the balance as
+    // it was, yet it observed the balance (revm checked it), so its read must stay exact.
+    for threads in [2, 4] {
+        let mut b = standard(SpecId::CANCUN, 40);
+        for i in 0..20 {
+            b.call(addr(1 + i), addr(VAULT_ADDR), U256::from(1_000), Vec::new());
+            b.call(
+                addr(21 + i),
+                addr(VAULT_ADDR),
+                U256::ZERO,
+                U256::from(1_000).to_be_bytes::<32>().to_vec(),
+            );
+        }
+        let seq = b.sequential();
+        let par = b.parallel_labeled(
+            &ParallelOptions::always_parallel(threads),
+            "withdrawals after deposits",
+        );
+        assert_same(&seq, &par, "withdrawals after deposits");
     }
 }
 
@@ -1154,9 +1301,12 @@ fn random_block(seed: u64) -> (TestBlock, usize) {
         }
     }
     let user = |rng: &mut Rng| addr(1 + rng.below(users));
-    let anyone = |rng: &mut Rng| match rng.below(4) {
+    let anyone = |rng: &mut Rng| match rng.below(6) {
         0 => addr(600 + rng.below(4)),
         1 => COINBASE,
+        2 => addr(
+            [VAULT_ADDR, SELF_BALANCE_ADDR, COUNTER_ADDR, FORWARDER_ADDR][rng.below(4) as usize],
+        ),
         _ => addr(1 + rng.below(users + 2)),
     };
     let n = 4 + rng.below(40);
@@ -1169,7 +1319,32 @@ fn random_block(seed: u64) -> (TestBlock, usize) {
                 let value = U256::from(rng.below(3) * 1_000_000);
                 b.transfer(from, to, value);
             }
-            2 => b.call(from, addr(COUNTER_ADDR), U256::ZERO, Vec::new()),
+            2 => match rng.below(4) {
+                0 => b.call(
+                    from,
+                    addr(COUNTER_ADDR),
+                    U256::from(rng.below(2)),
+                    Vec::new(),
+                ),
+                1 => b.call(
+                    from,
+                    addr(VAULT_ADDR),
+                    U256::from(rng.below(3) * 500),
+                    Vec::new(),
+                ),
+                2 => b.call(
+                    from,
+                    addr(VAULT_ADDR),
+                    U256::ZERO,
+                    U256::from(rng.below(3) * 400).to_be_bytes::<32>().to_vec(),
+                ),
+                _ => b.call(
+                    from,
+                    addr(SELF_BALANCE_ADDR),
+                    U256::from(rng.below(2)),
+                    Vec::new(),
+                ),
+            },
             3 | 4 => {
                 let to = user(&mut rng);
                 let amount = rng.below(1_500);
@@ -1242,6 +1417,7 @@ fn randomized_blocks_match_sequential() {
         for (threads, defaults) in configs {
             let opts = ParallelOptions {
                 fallback_on_repeated_wipe: !defaults,
+                lazy_contract_balances: defaults,
                 seed_sender_estimates: defaults,
                 wait_on_running: !defaults,
                 ..ParallelOptions::always_parallel(threads)

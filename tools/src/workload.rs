@@ -10,7 +10,12 @@
 //! | `swaps`      | sender i swaps on its own pool i (token0 -> token1)         | none             |
 //! | `hot-pool`   | sender i swaps on pool 0                                    | every pair       |
 //! | `hot-sender` | sender 0 (nonce i) calls `transfer(recipient i, 1)`         | every pair       |
+//! | `deposits`   | sender i sends 0.01 ether to one WETH-style vault (deposit) | none (*)         |
 //!
+//! (*) Every deposit changes the vault's balance, and every deposit runs the vault's code,
+//! which needs its account: they are independent only because the executor records the
+//! vault's balance change as a lazy credit and its read as depending on the code alone (the
+//! vault never reads its own balance; `ParallelOptions::lazy_contract_balances`).
 //! The pools are constant-product pools (0.3% fee) over two shared ERC-20-style tokens: a swap
 //! reads both reserves, pulls `amountIn` of token0 from the caller with `transferFrom`, sends
 //! the output of token1 with `transfer`, writes both reserves and logs. Independent swaps touch
@@ -40,16 +45,19 @@ pub enum WorkloadKind {
     HotPool,
     /// ERC-20 transfers all from the same sender.
     HotSender,
+    /// Independent deposits of ether into one WETH-style vault.
+    Deposits,
 }
 
 impl WorkloadKind {
     /// Every kind, in documentation order.
-    pub const ALL: [WorkloadKind; 5] = [
+    pub const ALL: [WorkloadKind; 6] = [
         WorkloadKind::Transfers,
         WorkloadKind::Erc20,
         WorkloadKind::Swaps,
         WorkloadKind::HotPool,
         WorkloadKind::HotSender,
+        WorkloadKind::Deposits,
     ];
 
     /// The command-line name.
@@ -60,6 +68,7 @@ impl WorkloadKind {
             WorkloadKind::Swaps => "swaps",
             WorkloadKind::HotPool => "hot-pool",
             WorkloadKind::HotSender => "hot-sender",
+            WorkloadKind::Deposits => "deposits",
         }
     }
 }
@@ -339,6 +348,39 @@ pub fn pool_code() -> Vec<u8> {
     a.finish()
 }
 
+/// keccak256("Deposit(address,uint256)").
+fn deposit_topic() -> B256 {
+    keccak256(b"Deposit(address,uint256)")
+}
+
+/// A WETH-style vault's deposit: a call without calldata adds its value to the caller's
+/// balance (a mapping at slot 0, Solidity's layout) and logs `Deposit(caller, value)`; a call
+/// with calldata reverts. Like WETH's `deposit`, it never reads the vault's own balance.
+pub fn vault_code() -> Vec<u8> {
+    let mut a = Asm::new();
+    a.ops(&[op::CALLDATASIZE]).jumpi_to("fail");
+    // balance_slot(caller) = keccak256(caller ++ 0)
+    a.ops(&[op::CALLER]).push_u(0).ops(&[op::MSTORE]);
+    a.push_u(0).push_u(32).ops(&[op::MSTORE]);
+    a.push_u(64).push_u(0).ops(&[op::KECCAK256]); // [slot]
+    a.ops(&[
+        op::DUP1,
+        op::SLOAD,
+        op::CALLVALUE,
+        op::ADD,
+        op::SWAP1,
+        op::SSTORE,
+    ]);
+    a.ops(&[op::CALLVALUE]).push_u(0).ops(&[op::MSTORE]);
+    a.ops(&[op::CALLER])
+        .push(deposit_topic().as_slice())
+        .push_u(32)
+        .push_u(0)
+        .ops(&[op::LOG2, op::STOP]);
+    a.label("fail").push_u(0).ops(&[op::DUP1, op::REVERT]);
+    a.finish()
+}
+
 /// An address in a namespace of its own: `tag` in the first byte, `i` in the last eight.
 fn addr(tag: u8, i: u64) -> Address {
     let mut b = [0u8; 20];
@@ -358,6 +400,9 @@ fn pool(i: u64) -> Address {
 }
 fn token(i: u64) -> Address {
     addr(0xd0, i)
+}
+fn vault() -> Address {
+    addr(0xe0, 0)
 }
 
 /// Solidity's `mapping(address => ...)` slot at `base`.
@@ -456,6 +501,9 @@ pub fn block_of(kind: WorkloadKind, n: u64) -> Block {
     if uses_token || uses_pools {
         insert_code(&mut db, token(0), &token_code());
     }
+    if kind == WorkloadKind::Deposits {
+        insert_code(&mut db, vault(), &vault_code());
+    }
     if uses_pools {
         insert_code(&mut db, token(1), &token_code());
         let code = pool_code();
@@ -514,6 +562,7 @@ pub fn block_of(kind: WorkloadKind, n: u64) -> Block {
                 WorkloadKind::HotPool => {
                     (pool(0), U256::ZERO, calldata(swap, &[amount_in]), 200_000)
                 }
+                WorkloadKind::Deposits => (vault(), U256::from(ETHER / 100), Bytes::new(), 100_000),
             };
             TxEnv {
                 tx_type: 2,
@@ -656,11 +705,29 @@ mod tests {
             b.db.insert_account_storage(token(0), allowance_slot(sender(0), pool(0)), U256::ZERO);
         let out = execute(&b);
         assert!(!out.transactions[0].result.is_success());
+        // Deposits: the vault holds every deposit, each depositor its own, one log each; a
+        // call with calldata reverts.
+        let out = execute(&block_of(WorkloadKind::Deposits, n));
+        assert!(out.transactions.iter().all(|t| t.result.logs().len() == 1));
+        let v = storage_of(&out, vault());
+        let deposit = U256::from(ETHER / 100);
+        for i in 0..n {
+            assert_eq!(v[&balance_slot(sender(i))], deposit);
+        }
+        let acc = out.changes.iter().find(|c| c.address == vault()).unwrap();
+        assert_eq!(
+            acc.account.as_ref().unwrap().balance,
+            deposit * U256::from(n)
+        );
+        let mut b = block_of(WorkloadKind::Deposits, 1);
+        b.txs[0].data = Bytes::from_static(&[1]);
+        let out = execute(&b);
+        assert!(!out.transactions[0].result.is_success());
     }
 
     #[test]
     fn labels_resolve_to_jumpdests() {
-        for code in [token_code(), pool_code()] {
+        for code in [token_code(), pool_code(), vault_code()] {
             let b = Bytecode::new_raw(Bytes::from(code.clone()));
             let jumps = b.legacy_jump_table().expect("legacy code");
             let mut i = 0;

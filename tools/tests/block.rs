@@ -210,7 +210,7 @@ fn synthetic_workloads_succeed_and_parallel_matches_sequential() {
         .collect();
     let work = block::contract_keys(&blocks);
     let summary = block::compile_contracts(&work, &cache, 2, &|_| {});
-    assert_eq!(summary.compiled, 2, "the token and the pool");
+    assert_eq!(summary.compiled, 3, "the token, the pool and the vault");
     for b in &blocks {
         assert!(b.txs.len() >= 20, "{}: {} txs", b.name, b.txs.len());
         let gas = block::run_block(b, &NoNative, &RunOptions::new(1)).gas_used;
@@ -248,11 +248,70 @@ fn synthetic_workloads_succeed_and_parallel_matches_sequential() {
             }
             // Independent transactions never conflict. (Whether contended ones do depends on
             // the threads' timing: on a loaded machine one worker may run them all in order.)
-            if matches!(b.name.as_str(), "transfers" | "erc20" | "swaps") {
+            if matches!(
+                b.name.as_str(),
+                "transfers" | "erc20" | "swaps" | "deposits"
+            ) {
                 assert_eq!(s.validation_failures, 0, "{}: {s:?}", b.name);
                 assert_eq!(s.reexecutions, 0, "{}: {s:?}", b.name);
             }
         }
+    }
+}
+
+/// Native code notes the balances it reads, as the interpreter does: deposits into a contract
+/// that never reads its balance are lazy credits, and transactions whose native code reads that
+/// balance (`SELFBALANCE` in the contract, `BALANCE` from another one) must read it exactly. Had
+/// the builtins not noted those reads, these transactions would store balances missing the
+/// credits of lower deposits that ran after them, and the check would fail.
+#[test]
+fn native_code_in_parallel_notes_the_balances_it_reads() {
+    use revm::bytecode::Bytecode;
+    use revm::primitives::{Address, Bytes, TxKind, U256};
+    use revm::state::AccountInfo;
+    let x = Address::repeat_byte(0xe1);
+    let y = Address::repeat_byte(0xe2);
+    // x: without calldata stop; with calldata sstore(caller, selfbalance()).
+    let x_code = [0x36, 0x60, 0x05, 0x57, 0x00, 0x5b, 0x47, 0x33, 0x55, 0x00];
+    // y: sstore(caller, balance(x)).
+    let mut y_code = vec![0x73];
+    y_code.extend_from_slice(x.as_slice());
+    y_code.extend_from_slice(&[0x31, 0x33, 0x55, 0x00]);
+    let mut b = workload::block_of(WorkloadKind::Deposits, 48);
+    b.name = "observers".to_string();
+    for (at, code) in [(x, x_code.to_vec()), (y, y_code)] {
+        let code = Bytecode::new_raw(Bytes::from(code));
+        b.db.insert_account_info(
+            at,
+            AccountInfo {
+                nonce: 1,
+                code_hash: code.hash_slow(),
+                code: Some(code),
+                ..AccountInfo::default()
+            },
+        );
+    }
+    for (i, tx) in b.txs.iter_mut().enumerate() {
+        match i % 4 {
+            0 | 1 => tx.kind = TxKind::Call(x),
+            2 => {
+                tx.kind = TxKind::Call(x);
+                tx.data = Bytes::from_static(&[1]);
+            }
+            _ => {
+                tx.kind = TxKind::Call(y);
+                tx.value = U256::ZERO;
+            }
+        }
+    }
+    let cache = JitCache::new(OptLevel::Fast).expect("LLVM");
+    let summary = block::compile_contracts(&block::contract_keys(&[b.clone()]), &cache, 2, &|_| {});
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    for round in 0..10 {
+        let r = block::run_block(&b, &cache, &parallel_checked());
+        assert!(r.ok(), "round {round}: {:?}", r.failures);
+        let s = r.stats.expect("stats");
+        assert!(s.native_runs > 0 && s.interpreted_runs == 0, "{s:?}");
     }
 }
 

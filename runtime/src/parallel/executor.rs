@@ -4,19 +4,22 @@
 use super::changes::AccountChange;
 use super::db::{pre_account, CodeCache, SenderCandidate, Shared, TxDb, TxDbError, WithCodes};
 use super::handler::LazyRewardHandler;
-use super::mvmemory::{FoldFailure, MvMemory, SlotFold, SlotWrite, TxIdx, Version};
+use super::mvmemory::{FoldFailure, MvMemory, Read, SlotFold, SlotWrite, TxIdx, Version};
 use super::pool;
 use super::scheduler::{Scheduler, Task};
-use super::writes::{extract_writes, narrow, Location, TxWrites, WriteValue};
+use super::writes::{extract_writes, narrow, unobserved_credit, Location, TxWrites, WriteValue};
 use super::{
     sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
 };
 use crate::evm::{EmberEvm, MemoProvider, NativeProvider};
+use crate::observe;
 use crossbeam_utils::CachePadded;
+use revm::bytecode::opcode;
 use revm::context::{BlockEnv, CfgEnv, Context, ContextSetters, TxEnv};
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
 use revm::database_interface::DatabaseRef;
 use revm::handler::{ExecuteEvm, Handler, MainBuilder, MainContext, MainnetContext};
+use revm::interpreter::Instruction;
 use revm::precompile::{PrecompileSpecId, Precompiles};
 use revm::primitives::{hardfork::SpecId, Address, HashMap, TxKind, B256, KECCAK_EMPTY, U256};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -352,6 +355,11 @@ where
             .with_cfg(self.cfg.clone())
             .with_db(TxDb::new(&shared, 0, None));
         let mut evm = EmberEvm::new(ctx.build_mainnet(), MemoProvider::new(self.provider));
+        // The instructions that read a balance note it (native code's builtins do the same).
+        let table = evm.inner.instruction.instruction_table_mut();
+        table[opcode::BALANCE as usize] = Instruction::new(observe::balance_op);
+        table[opcode::SELFBALANCE as usize] = Instruction::new(observe::selfbalance_op);
+        table[opcode::SELFDESTRUCT as usize] = Instruction::new(observe::selfdestruct_op);
         f(&mut evm)
     }
 
@@ -581,11 +589,17 @@ where
     ) -> Outcome {
         let index = version.tx;
         let (recipient, sender) = self.lazy_candidates(index);
-        evm.inner
-            .ctx
-            .journaled_state
-            .database
-            .begin(index, recipient, sender);
+        let unobserved_except = (self.opts.lazy_contract_balances
+            && !self.cfg.spec.is_enabled_in(SpecId::PRAGUE))
+        .then(|| [self.txs[index].caller, self.block.beneficiary]);
+        let tracking = unobserved_except.map(|_| observe::Tracking::start());
+        evm.inner.ctx.journaled_state.database.begin(
+            index,
+            recipient,
+            sender,
+            unobserved_except,
+            !self.no_lazy[index].load(Ordering::Relaxed),
+        );
         evm.inner.ctx.set_tx(self.txs[index].clone());
         // revm parks a database error raised inside an instruction in the context and takes it
         // at the end of execution; an execution that failed earlier on another database error
@@ -616,12 +630,38 @@ where
         }
         match result {
             Ok(result) => {
+                if let (Some(tracking), false) = (&tracking, db.unobserved.is_empty()) {
+                    // Contract reads whose balance the execution did not observe depend on the
+                    // code only; their balance changes become credits.
+                    tracking.take(&mut db.observed);
+                    let observed = &db.observed;
+                    let mut misused = false;
+                    db.unobserved.retain(|u| {
+                        let unobserved = !observed.contains(&u.address)
+                            && state
+                                .get(&u.address)
+                                .is_none_or(|a| unobserved_credit(a, u).is_some());
+                        // An inexact read whose balance mattered: run again, reading exactly.
+                        misused |= !unobserved && !u.exact;
+                        unobserved
+                    });
+                    if misused {
+                        return Outcome::LazyMisuse;
+                    }
+                    for u in db.unobserved.iter().filter(|u| u.exact) {
+                        db.reads[u.read] = Read::AccountCode {
+                            address: u.address,
+                            code_hash: u.code_hash,
+                        };
+                    }
+                }
                 let credit = handler.credit.get();
                 match extract_writes(
                     &state,
                     credit.as_slice(),
                     lazy.as_ref(),
                     sender.as_ref(),
+                    &db.unobserved,
                     writes,
                 ) {
                     Ok(()) => {

@@ -86,6 +86,12 @@ pub struct ParallelOptions {
     /// (before Prague) the transfer's change to its sender as a lazy debit.
     /// Default `true`.
     pub lazy_transfers: bool,
+    /// Before Prague, record an exact read of a contract account (other than the sender's and
+    /// the beneficiary's) as depending on its code only when the execution did not observe the
+    /// account's balance (`BALANCE`, `SELFBALANCE`, `SELFDESTRUCT`, a value transfer out of it),
+    /// and the value it received as a lazy credit: deposits into one contract (WETH) then no
+    /// longer conflict with each other or with the contract's other callers. Default `true`.
+    pub lazy_contract_balances: bool,
     /// Fall back to sequential execution when a contract's storage is wiped by more than one
     /// transaction (self-destruct and redeploy at the same address, create then destroy in a
     /// later transaction), detected as soon as the second wipe is recorded. Default `false`:
@@ -199,6 +205,7 @@ impl Default for ParallelOptions {
             min_contract_gas_per_tx: Self::DEFAULT_MIN_CONTRACT_GAS_PER_TX,
             lazy_beneficiary: true,
             lazy_transfers: true,
+            lazy_contract_balances: true,
             fallback_on_repeated_wipe: false,
             seed_sender_estimates: true,
             max_sender_share: Self::DEFAULT_MAX_SENDER_SHARE,

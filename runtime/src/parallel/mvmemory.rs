@@ -823,6 +823,33 @@ impl MvMemory {
         Ok(base)
     }
 
+    /// The last full write of an account below `tx`, as [`MvMemory::read_account_base`] finds
+    /// it, and how many deltas (credits) lie between it and `tx`: the walk an exact read would
+    /// make. Not for the beneficiary, whose fee credits are kept apart.
+    pub(crate) fn read_account_probe(
+        &self,
+        address: &Address,
+        tx: TxIdx,
+    ) -> Result<(AccountBase, usize), Blocked> {
+        debug_assert!(Some(*address) != self.fee_account);
+        let shard = self.shard(address);
+        let Some(entry) = shard.accounts.get(address) else {
+            return Ok((AccountBase::PreState, 0));
+        };
+        let below = entry.account.below(tx);
+        let (floor, base) = match entry.account.last_full_below(tx) {
+            None => (0, entry.pre_base()),
+            Some((idx, Entry::Estimate)) => return Err(Blocked(idx)),
+            Some((idx, Entry::Data(inc, WriteValue::Account(info, _)))) => (
+                idx + 1,
+                AccountBase::Written(version(idx, *inc), info.clone()),
+            ),
+            Some((idx, Entry::Data(..))) => (idx + 1, AccountBase::PreState),
+        };
+        let deltas = below.len() - below.partition_point(|(t, _)| *t < floor);
+        Ok((base, deltas))
+    }
+
     /// A storage slot as transaction `tx` sees it.
     pub(crate) fn read_storage(
         &self,

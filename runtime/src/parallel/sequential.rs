@@ -73,7 +73,7 @@ where
             })
         })?;
         writes.entries.clear();
-        extract_writes(&outcome.state, &[], None, None, &mut writes).map_err(|_| {
+        extract_writes(&outcome.state, &[], None, None, &[], &mut writes).map_err(|_| {
             BlockError::Custom {
                 index,
                 message: "internal: lazy write without a lazy read".to_string(),

@@ -99,6 +99,45 @@ pub(crate) struct LazyRecipient {
     pub(crate) value: U256,
 }
 
+/// A contract account revm was handed exactly, whose read is recorded as depending on the
+/// account's code only if the execution did not observe its balance
+/// ([`observe`](crate::observe)): its write is then a credit of whatever the execution added to
+/// the balance, applied over the account's final state by the fold and by exact readers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UnobservedBalance {
+    /// The account.
+    pub(crate) address: Address,
+    /// The balance revm was given.
+    pub(crate) balance: U256,
+    /// The nonce revm was given.
+    pub(crate) nonce: u64,
+    /// Its code hash (never the empty code's).
+    pub(crate) code_hash: B256,
+    /// The position of the read among the execution's reads.
+    pub(crate) read: usize,
+    /// Whether revm was given the exact balance (with every credit below the reader). If not
+    /// (an account with many credits, given its last full write's balance: see
+    /// [`TxDb`](super::db::TxDb)), an execution that observed the balance must run again.
+    pub(crate) exact: bool,
+}
+
+/// What an execution that did not observe `given`'s balance added to it, or `None` if the
+/// account changed in another way (created, destroyed, a new nonce or code, a lower balance):
+/// then the read stays exact.
+pub(crate) fn unobserved_credit(
+    account: &revm::state::Account,
+    given: &UnobservedBalance,
+) -> Option<U256> {
+    if account.is_selfdestructed()
+        || account.is_created()
+        || account.info.nonce != given.nonce
+        || account.info.code_hash != given.code_hash
+    {
+        return None;
+    }
+    account.info.balance.checked_sub(given.balance)
+}
+
 /// A plain transfer's change to its sender, recorded without reading the sender's balance and
 /// nonce: what the transaction needed of them and what it did to them.
 ///
@@ -211,7 +250,9 @@ pub(crate) struct LazyMisuse;
 ///
 /// `credits` are lazy balance credits recorded outside the state (the beneficiary fee);
 /// `lazy` is the transaction's lazily read recipient, whose only admissible change is a credit of
-/// exactly the transferred value.
+/// exactly the transferred value; `unobserved` are the contract accounts whose balance the
+/// execution did not observe, each checked with [`unobserved_credit`] by the caller: their
+/// balance change is written as a credit.
 ///
 /// The writes are appended to `out` (cleared by the caller; a worker reuses one buffer).
 pub(crate) fn extract_writes(
@@ -219,6 +260,7 @@ pub(crate) fn extract_writes(
     credits: &[(Address, U256)],
     lazy: Option<&LazyRecipient>,
     sender: Option<&LazySender>,
+    unobserved: &[UnobservedBalance],
     out: &mut TxWrites,
 ) -> Result<(), LazyMisuse> {
     let mut addresses: Vec<&Address> = state.keys().collect();
@@ -235,6 +277,17 @@ pub(crate) fn extract_writes(
             continue;
         }
         if !account.is_touched() {
+            continue;
+        }
+        if let Some(given) = unobserved.iter().find(|u| u.address == *address) {
+            match unobserved_credit(account, given) {
+                Some(credit) if !credit.is_zero() => {
+                    entries.push((Location::Account(*address), WriteValue::Credit(credit)));
+                }
+                Some(_) => {}
+                None => return Err(LazyMisuse),
+            }
+            push_slots(address, account, entries);
             continue;
         }
         if account.is_selfdestructed() {
