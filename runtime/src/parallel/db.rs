@@ -446,24 +446,16 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
     }
 
     /// An inexact read of a contract account with at least [`LAZY_CONTRACT_DELTAS`] credits
-    /// between its last full write and this transaction (deposits into one contract): revm is
-    /// given that write's balance, and only the code hash is recorded. An exact read would
+    /// between its last full write (`base`) and this transaction (deposits into one contract):
+    /// revm is given that write's balance, and only the code hash is recorded. An exact read would
     /// walk every credit, and every deposit adds one, so a block of deposits read exactly costs
     /// quadratic time (0.17x of sequential on the synthetic `deposits` block). `None` when the
     /// account has fewer credits or no code: the caller reads it exactly.
     fn lazy_contract_basic(
         &mut self,
         address: Address,
+        base: AccountBase,
     ) -> Result<Option<Option<AccountInfo>>, TxDbError> {
-        let (base, deltas) = loop {
-            match self.shared.mv.read_account_probe(&address, self.tx) {
-                Ok(probe) => break probe,
-                Err(blocked) => self.on_blocked(blocked)?,
-            }
-        };
-        if deltas < LAZY_CONTRACT_DELTAS {
-            return Ok(None);
-        }
         let info = self.base_info(base, address)?;
         let Some(given) = info
             .as_ref()
@@ -533,16 +525,23 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
                 }
             }
         }
-        if let (true, Some(except)) = (self.lazy_contracts, self.unobserved_except) {
-            if !except.contains(&address) {
-                if let Some(info) = self.lazy_contract_basic(address)? {
-                    return Ok(info);
-                }
-            }
-        }
+        // A contract with many credits below may be read inexactly: the read stops at the
+        // count instead of walking them.
+        let mut max_deltas = match (self.lazy_contracts, self.unobserved_except) {
+            (true, Some(except)) if !except.contains(&address) => LAZY_CONTRACT_DELTAS - 1,
+            _ => usize::MAX,
+        };
         let view = loop {
-            match self.shared.mv.read_account(&address, self.tx) {
-                Ok(view) => break view,
+            match self
+                .shared
+                .mv
+                .read_account_within(&address, self.tx, max_deltas)
+            {
+                Ok(Ok(view)) => break view,
+                Ok(Err(base)) => match self.lazy_contract_basic(address, base)? {
+                    Some(info) => return Ok(info),
+                    None => max_deltas = usize::MAX,
+                },
                 Err(blocked) => self.on_blocked(blocked)?,
             }
         };

@@ -746,6 +746,25 @@ impl MvMemory {
         address: &Address,
         tx: TxIdx,
     ) -> Result<AccountView, Blocked> {
+        Ok(match self.read_account_within(address, tx, usize::MAX)? {
+            Ok(view) => view,
+            Err(base) => AccountView {
+                base,
+                credits: Vec::new(),
+            },
+        })
+    }
+
+    /// As [`MvMemory::read_account`] if at most `max_deltas` deltas (credits) lie between the
+    /// account's last full write and `tx`; otherwise (`Err`) only that write, as
+    /// [`MvMemory::read_account_base`] finds it, without walking the deltas. Not for the
+    /// beneficiary, whose fee credits are not counted.
+    pub(crate) fn read_account_within(
+        &self,
+        address: &Address,
+        tx: TxIdx,
+        max_deltas: usize,
+    ) -> Result<Result<AccountView, AccountBase>, Blocked> {
         let shard = self.shard(address);
         let mut credits = Vec::new();
         let mut base = AccountBase::PreState;
@@ -765,10 +784,12 @@ impl MvMemory {
                 // Only account writes and credits are recorded at account locations.
                 Some((idx, Entry::Data(..))) => idx + 1,
             };
-            for (idx, entry) in versions.below(tx) {
-                if *idx < floor {
-                    continue;
-                }
+            let below = versions.below(tx);
+            let above_floor = &below[below.partition_point(|(t, _)| *t < floor)..];
+            if above_floor.len() > max_deltas {
+                return Ok(Err(base));
+            }
+            for (idx, entry) in above_floor {
                 match entry {
                     Entry::Data(inc, WriteValue::Credit(amount)) => {
                         credits.push((version(*idx, *inc), Delta::Credit(*amount)));
@@ -787,7 +808,7 @@ impl MvMemory {
                 credits.sort_unstable_by_key(|(v, _)| v.tx);
             }
         }
-        Ok(AccountView { base, credits })
+        Ok(Ok(AccountView { base, credits }))
     }
 
     /// The last full write of an account below `tx`, skipping credits (a lazy read).
@@ -821,33 +842,6 @@ impl MvMemory {
             }
         }
         Ok(base)
-    }
-
-    /// The last full write of an account below `tx`, as [`MvMemory::read_account_base`] finds
-    /// it, and how many deltas (credits) lie between it and `tx`: the walk an exact read would
-    /// make. Not for the beneficiary, whose fee credits are kept apart.
-    pub(crate) fn read_account_probe(
-        &self,
-        address: &Address,
-        tx: TxIdx,
-    ) -> Result<(AccountBase, usize), Blocked> {
-        debug_assert!(Some(*address) != self.fee_account);
-        let shard = self.shard(address);
-        let Some(entry) = shard.accounts.get(address) else {
-            return Ok((AccountBase::PreState, 0));
-        };
-        let below = entry.account.below(tx);
-        let (floor, base) = match entry.account.last_full_below(tx) {
-            None => (0, entry.pre_base()),
-            Some((idx, Entry::Estimate)) => return Err(Blocked(idx)),
-            Some((idx, Entry::Data(inc, WriteValue::Account(info, _)))) => (
-                idx + 1,
-                AccountBase::Written(version(idx, *inc), info.clone()),
-            ),
-            Some((idx, Entry::Data(..))) => (idx + 1, AccountBase::PreState),
-        };
-        let deltas = below.len() - below.partition_point(|(t, _)| *t < floor);
-        Ok((base, deltas))
     }
 
     /// A storage slot as transaction `tx` sees it.
