@@ -1179,6 +1179,7 @@ pub fn totals(reports: &[BlockReport]) -> String {
         reexecutions: reexec,
         dependency_waits: waits,
         dependency_suspensions: suspensions,
+        lazy_retries: retries,
         native_runs: native,
         interpreted_runs: interp,
         execution_time: exec_t,
@@ -1210,7 +1211,8 @@ pub fn totals(reports: &[BlockReport]) -> String {
     };
     format!(
         "total: {} block(s), {} ok, {failed} failed; {txs} txs, {gas} gas in {seconds:.4} s: \
-         {:.1} Mgas/s\n       {reexec} re-executions, {waits} dependency waits, {suspensions} suspensions; \
+         {:.1} Mgas/s\n       {reexec} re-executions, {waits} dependency waits, {suspensions} suspensions, \
+         {retries} re-runs of lazy reads; \
          {sequential} block(s) ran sequentially{}; \
          frames: {native} native, {interp} interpreted",
         reports.len(),

@@ -356,7 +356,8 @@ pub struct ParallelStats {
     pub dependency_waits: u64,
     /// Executions suspended on an ESTIMATE until the lower transaction re-ran.
     pub dependency_suspensions: u64,
-    /// Executions repeated because a lazily read recipient turned out to need an exact read.
+    /// Executions repeated because a lazily read account (a transfer's recipient or sender, a
+    /// contract with many credits) turned out to need an exact read.
     pub lazy_retries: u64,
     /// Frame runs served by native code.
     pub native_runs: u64,
