@@ -498,17 +498,7 @@ fn plain_transfer_chains_read_their_sender_lazily() {
         }
         let (seq, par) = b.check();
         assert!(all_succeeded(&seq.expect("valid block")));
-        let stats = par.expect("parallel output").stats;
-        assert_eq!(stats.fallback, None);
-        assert_eq!(
-            (
-                stats.reexecutions,
-                stats.dependency_suspensions,
-                stats.validation_failures
-            ),
-            (0, 0, 0),
-            "{spec:?}: {stats:?}"
-        );
+        assert_no_conflicts(&par.expect("parallel output").stats, spec);
     }
 }
 
@@ -542,18 +532,9 @@ fn deposits_into_a_contract_do_not_conflict() {
         }
         let (seq, par) = b.check();
         assert!(all_succeeded(&seq.expect("valid block")));
-        let stats = par.expect("parallel output").stats;
-        assert_eq!(stats.fallback, None);
-        assert_eq!(
-            (
-                stats.reexecutions,
-                stats.dependency_suspensions,
-                stats.validation_failures
-            ),
-            (0, 0, 0),
-            "{spec:?}: {stats:?}"
-        );
-        // The same block with exact contract reads: the deposits conflict.
+        assert_no_conflicts(&par.expect("parallel output").stats, spec);
+        // The same block with exact contract reads (where the deposits conflict) also gives
+        // the sequential result.
         let exact = ParallelOptions {
             lazy_contract_balances: false,
             ..ParallelOptions::always_parallel(2)
@@ -640,6 +621,21 @@ fn deposits_into_a_contract_do_not_conflict() {
         );
         assert_same(&seq, &par, "withdrawals after deposits");
     }
+}
+
+/// Asserts that the block ran in parallel without a single re-execution, suspension or failed
+/// validation.
+fn assert_no_conflicts(stats: &ParallelStats, spec: SpecId) {
+    assert_eq!(stats.fallback, None);
+    assert_eq!(
+        (
+            stats.reexecutions,
+            stats.dependency_suspensions,
+            stats.validation_failures
+        ),
+        (0, 0, 0),
+        "{spec:?}: {stats:?}"
+    );
 }
 
 /// A mining pool paying out from the beneficiary: the sender's debits, the fee credits of

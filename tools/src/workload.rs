@@ -440,7 +440,8 @@ fn calldata(selector: [u8; 4], args: &[[u8; 32]]) -> Bytes {
 const ETHER: u128 = 1_000_000_000_000_000_000;
 const BASEFEE: u64 = 1_000_000_000;
 
-fn insert_code(db: &mut CacheDB<EmptyDB>, at: Address, code: &[u8]) {
+/// Deploys `code` at `at` (nonce 1, no balance) in a pre-state.
+pub fn insert_code(db: &mut CacheDB<EmptyDB>, at: Address, code: &[u8]) {
     let code = Bytecode::new_raw(Bytes::copy_from_slice(code));
     db.insert_account_info(
         at,

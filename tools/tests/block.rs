@@ -266,9 +266,7 @@ fn synthetic_workloads_succeed_and_parallel_matches_sequential() {
 /// credits of lower deposits that ran after them, and the check would fail.
 #[test]
 fn native_code_in_parallel_notes_the_balances_it_reads() {
-    use revm::bytecode::Bytecode;
     use revm::primitives::{Address, Bytes, TxKind, U256};
-    use revm::state::AccountInfo;
     let x = Address::repeat_byte(0xe1);
     let y = Address::repeat_byte(0xe2);
     // x: without calldata stop; with calldata sstore(caller, selfbalance()).
@@ -279,18 +277,8 @@ fn native_code_in_parallel_notes_the_balances_it_reads() {
     y_code.extend_from_slice(&[0x31, 0x33, 0x55, 0x00]);
     let mut b = workload::block_of(WorkloadKind::Deposits, 48);
     b.name = "observers".to_string();
-    for (at, code) in [(x, x_code.to_vec()), (y, y_code)] {
-        let code = Bytecode::new_raw(Bytes::from(code));
-        b.db.insert_account_info(
-            at,
-            AccountInfo {
-                nonce: 1,
-                code_hash: code.hash_slow(),
-                code: Some(code),
-                ..AccountInfo::default()
-            },
-        );
-    }
+    workload::insert_code(&mut b.db, x, &x_code);
+    workload::insert_code(&mut b.db, y, &y_code);
     for (i, tx) in b.txs.iter_mut().enumerate() {
         match i % 4 {
             0 | 1 => tx.kind = TxKind::Call(x),

@@ -457,30 +457,52 @@ impl<'a, DB: DatabaseRef> TxDb<'a, DB> {
         base: AccountBase,
     ) -> Result<Option<Option<AccountInfo>>, TxDbError> {
         let info = self.base_info(base, address)?;
-        let Some(given) = info
-            .as_ref()
-            .filter(|i| i.code_hash != KECCAK_EMPTY && i.balance < observe::MAX_UNOBSERVED_BALANCE)
-        else {
+        let Some(given) = &info else {
             return Ok(None);
         };
-        if self.unobserved.iter().any(|u| u.address == address) {
-            // Read twice (not expected: revm keeps loaded accounts): read exactly.
-            observe::balance(address);
+        let code_hash = given.code_hash;
+        if !self.note_unobserved(address, given, self.reads.len(), false) {
             return Ok(None);
         }
-        self.reads.push(Read::AccountCode {
-            address,
-            code_hash: given.code_hash,
-        });
+        self.reads.push(Read::AccountCode { address, code_hash });
+        Ok(Some(info))
+    }
+
+    /// Notes `given`, the account revm gets for `address`, as a contract read that may not
+    /// depend on the balance ([`TxDb::unobserved`]), read `read` of the execution; whether it
+    /// qualifies (code, not the sender or the beneficiary, a balance below
+    /// [`observe::MAX_UNOBSERVED_BALANCE`]).
+    fn note_unobserved(
+        &mut self,
+        address: Address,
+        given: &AccountInfo,
+        read: usize,
+        exact: bool,
+    ) -> bool {
+        let qualifies = self
+            .unobserved_except
+            .is_some_and(|except| !except.contains(&address))
+            && given.code_hash != KECCAK_EMPTY
+            && given.balance < observe::MAX_UNOBSERVED_BALANCE;
+        if !qualifies {
+            return false;
+        }
+        if self.unobserved.iter().any(|u| u.address == address) {
+            // Read twice (not expected: revm keeps loaded accounts): the two reads may have
+            // seen different balances, so neither may be balance-free.
+            observe::balance(address);
+            return false;
+        }
         self.unobserved.push(UnobservedBalance {
             address,
             balance: given.balance,
             nonce: given.nonce,
             code_hash: given.code_hash,
-            read: self.reads.len() - 1,
-            exact: false,
+            read,
+            exact,
+            credit: U256::ZERO,
         });
-        Ok(Some(info))
+        true
     }
 
     /// A lazy read of the recipient: `Some` if it has no code (then only that is recorded).
@@ -564,26 +586,8 @@ impl<DB: DatabaseRef> Database for TxDb<'_, DB> {
             base: base_version,
             credits: view.credits.iter().map(|(v, _)| *v).collect(),
         });
-        if let (Some(except), Some(info)) = (self.unobserved_except, &info) {
-            if info.code_hash != KECCAK_EMPTY
-                && !except.contains(&address)
-                && info.balance < observe::MAX_UNOBSERVED_BALANCE
-            {
-                if self.unobserved.iter().any(|u| u.address == address) {
-                    // Read twice (revm keeps loaded accounts, so this is not expected): the
-                    // two reads may have seen different balances; keep both exact.
-                    observe::balance(address);
-                } else {
-                    self.unobserved.push(UnobservedBalance {
-                        address,
-                        balance: info.balance,
-                        nonce: info.nonce,
-                        code_hash: info.code_hash,
-                        read: self.reads.len() - 1,
-                        exact: true,
-                    });
-                }
-            }
+        if let Some(given) = &info {
+            self.note_unobserved(address, given, self.reads.len() - 1, true);
         }
         Ok(info)
     }

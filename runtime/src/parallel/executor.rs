@@ -636,14 +636,23 @@ where
                     tracking.take(&mut db.observed);
                     let observed = &db.observed;
                     let mut misused = false;
-                    db.unobserved.retain(|u| {
-                        let unobserved = !observed.contains(&u.address)
-                            && state
+                    db.unobserved.retain_mut(|u| {
+                        let credit = if observed.contains(&u.address) {
+                            None
+                        } else {
+                            state
                                 .get(&u.address)
-                                .is_none_or(|a| unobserved_credit(a, u).is_some());
+                                .map_or(Some(U256::ZERO), |a| unobserved_credit(a, u))
+                        };
                         // An inexact read whose balance mattered: run again, reading exactly.
-                        misused |= !unobserved && !u.exact;
-                        unobserved
+                        misused |= credit.is_none() && !u.exact;
+                        match credit {
+                            Some(credit) => {
+                                u.credit = credit;
+                                true
+                            }
+                            None => false,
+                        }
                     });
                     if misused {
                         return Outcome::LazyMisuse;

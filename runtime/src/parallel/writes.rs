@@ -119,6 +119,8 @@ pub(crate) struct UnobservedBalance {
     /// (an account with many credits, given its last full write's balance: see
     /// [`TxDb`](super::db::TxDb)), an execution that observed the balance must run again.
     pub(crate) exact: bool,
+    /// What the execution added to the balance ([`unobserved_credit`], set after it ran).
+    pub(crate) credit: U256,
 }
 
 /// What an execution that did not observe `given`'s balance added to it, or `None` if the
@@ -251,8 +253,8 @@ pub(crate) struct LazyMisuse;
 /// `credits` are lazy balance credits recorded outside the state (the beneficiary fee);
 /// `lazy` is the transaction's lazily read recipient, whose only admissible change is a credit of
 /// exactly the transferred value; `unobserved` are the contract accounts whose balance the
-/// execution did not observe, each checked with [`unobserved_credit`] by the caller: their
-/// balance change is written as a credit.
+/// execution did not observe, their credit computed by the caller ([`unobserved_credit`]): it
+/// is written instead of the account.
 ///
 /// The writes are appended to `out` (cleared by the caller; a worker reuses one buffer).
 pub(crate) fn extract_writes(
@@ -279,13 +281,9 @@ pub(crate) fn extract_writes(
         if !account.is_touched() {
             continue;
         }
-        if let Some(given) = unobserved.iter().find(|u| u.address == *address) {
-            match unobserved_credit(account, given) {
-                Some(credit) if !credit.is_zero() => {
-                    entries.push((Location::Account(*address), WriteValue::Credit(credit)));
-                }
-                Some(_) => {}
-                None => return Err(LazyMisuse),
+        if let Some(u) = unobserved.iter().find(|u| u.address == *address) {
+            if !u.credit.is_zero() {
+                entries.push((Location::Account(*address), WriteValue::Credit(u.credit)));
             }
             push_slots(address, account, entries);
             continue;
