@@ -5,7 +5,7 @@
 
 use ember_runtime::parallel::{
     execute_block, execute_block_sequential, BlockError, BlockOutput, FallbackReason,
-    ParallelOptions, ParallelStats,
+    ParallelOptions, ParallelStats, Speculation,
 };
 use ember_runtime::NoNative;
 use revm::bytecode::Bytecode;
@@ -32,6 +32,7 @@ fn eth(n: u64) -> U256 {
     U256::from(n) * U256::from(1_000_000_000_000_000_000u128)
 }
 
+#[derive(Clone)]
 struct TestBlock {
     cfg: CfgEnv,
     block: BlockEnv,
@@ -1213,15 +1214,43 @@ fn blocks_of_plain_transfers_fall_back_to_sequential() {
     for i in 0..200 {
         b.transfer(addr(1 + i), addr(1000 + i), U256::from(5));
     }
-    // 200 transfers: 4.2M gas in all, none of it contract gas.
-    let par = b
-        .parallel(&ParallelOptions::default())
-        .expect("valid block");
+    // 200 transfers: 4.2M gas in all, none of it contract gas. Their accounts are all
+    // distinct, so the block runs as speculative chunks (which cannot conflict).
+    let two = ParallelOptions {
+        threads: 2,
+        ..ParallelOptions::default()
+    };
+    let par = b.parallel(&two).expect("valid block");
+    assert_eq!(par.stats.fallback, None);
     assert_eq!(
-        par.stats.fallback,
-        Some(FallbackReason::MostlyTransfers { contract_gas: 0 })
+        (
+            par.stats.speculated_blocks,
+            par.stats.abandoned_speculations
+        ),
+        (1, 0)
     );
     assert!(b.sequential().expect("valid").same_outcome(&par));
+    // Without speculation, or with an account in both halves (the sender of the first
+    // transfer sends the last one too), the heuristics run it sequentially, without trying.
+    let off = ParallelOptions {
+        speculation: Speculation::Off,
+        ..two.clone()
+    };
+    let mut shared = b.clone();
+    shared.transfer(addr(1), addr(999), U256::from(1));
+    for (b, opts) in [(&b, &off), (&shared, &two)] {
+        let par = b.parallel(opts).expect("valid block");
+        assert_eq!(
+            par.stats.fallback,
+            Some(FallbackReason::MostlyTransfers { contract_gas: 0 })
+        );
+        assert_eq!(
+            par.stats.speculated_blocks + par.stats.abandoned_speculations,
+            0
+        );
+        assert!(b.sequential().expect("valid").same_outcome(&par));
+    }
+    let mut b = b;
     // 25 contract calls of 200k gas: 5M of contract gas, above both 3M and 20k x 225.
     for i in 0..25 {
         b.call(addr(300 + i), addr(2000 + i), U256::ZERO, vec![1]);
@@ -1401,6 +1430,7 @@ fn randomized_blocks_match_sequential() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let mut parallel_runs = 0;
+    let (mut speculated, mut abandoned) = (0, 0);
     for seed in 0..cases {
         let (b, random_threads) = random_block(seed);
         let seq = b.sequential();
@@ -1408,18 +1438,26 @@ fn randomized_blocks_match_sequential() {
         // block's random thread count with every knob off its default: the repeated-wipe
         // fallback, no seeded estimates (more speculation, more validation failures and
         // re-executions) and waits on running executions instead of suspensions.
-        let mut configs: Vec<(usize, bool)> = [1, 2, 4, 8].iter().map(|&t| (t, true)).collect();
-        configs.push((random_threads, false));
-        for (threads, defaults) in configs {
+        // Last, every block first as speculative chunks (most abandoned on a conflict, some
+        // kept: both must match).
+        let mut configs: Vec<(usize, bool, Speculation)> = [1, 2, 4, 8]
+            .iter()
+            .map(|&t| (t, true, Speculation::Transfers))
+            .collect();
+        configs.push((random_threads, false, Speculation::Transfers));
+        configs.push((random_threads, true, Speculation::Always));
+        for (threads, defaults, speculation) in configs {
             let opts = ParallelOptions {
                 fallback_on_repeated_wipe: !defaults,
                 lazy_contract_balances: defaults,
                 seed_sender_estimates: defaults,
                 wait_on_running: !defaults,
+                speculation,
                 ..ParallelOptions::always_parallel(threads)
             };
             let what = format!(
-                "seed {seed}, spec {:?}, {threads} threads, default knobs {defaults}",
+                "seed {seed}, spec {:?}, {threads} threads, default knobs {defaults}, \
+                 speculation {speculation:?}",
                 b.cfg.spec
             );
             let par = b.parallel_labeled(&opts, &what);
@@ -1428,11 +1466,139 @@ fn randomized_blocks_match_sequential() {
                 if threads > 1 && p.stats.fallback.is_none() {
                     parallel_runs += 1;
                 }
+                speculated += p.stats.speculated_blocks;
+                abandoned += p.stats.abandoned_speculations;
             }
         }
     }
-    // Most blocks really ran in parallel (the comparison above is not vacuous).
+    // Most blocks really ran in parallel (the comparison above is not vacuous), and most
+    // speculations were abandoned (these blocks are dense in dependencies: 6 of 1,000 kept
+    // theirs; `speculative_chunks_match_sequential` covers kept ones).
     assert!(parallel_runs > 2 * cases, "{parallel_runs} parallel runs");
+    assert!(
+        abandoned > cases / 2,
+        "{speculated} speculations kept, {abandoned} abandoned"
+    );
+}
+
+/// Random blocks whose halves mostly do not touch the same locations: distinct senders, token
+/// transfers and plain transfers to fresh recipients, reverting calls, contract creations and
+/// counter increments only in the first half, vault deposits only in the second; and, in a few
+/// blocks, one transaction of the second half that reads what the first half writes. Run first
+/// as two speculative chunks, every block must match sequential execution, whether the
+/// speculation was kept or abandoned.
+#[test]
+fn speculative_chunks_match_sequential() {
+    let cases: u64 = std::env::var("EMBER_PARALLEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300u64)
+        .div_ceil(3);
+    let (mut kept, mut abandoned) = (0, 0);
+    for seed in 0..cases {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+        let spec = SPECS[rng.below(SPECS.len() as u64) as usize];
+        let n = 8 + rng.below(40);
+        let mut b = standard(spec, n + 1);
+        let conflict_at = (rng.below(4) == 0).then(|| n / 2 + rng.below(n / 2));
+        for i in 0..n {
+            let from = addr(1 + i);
+            let first_half = i < n / 2;
+            // Every transaction has the same gas limit, so the chunks are the two halves.
+            let gas = 300_000;
+            if conflict_at == Some(i) {
+                // Reads the counter (written by the first half) or a first-half sender's
+                // token balance.
+                if rng.below(2) == 0 {
+                    b.tx(
+                        from,
+                        TxKind::Call(addr(COUNTER_ADDR)),
+                        U256::ZERO,
+                        vec![],
+                        gas,
+                    );
+                } else {
+                    let victim = addr(1 + rng.below(n / 2));
+                    b.tx(
+                        from,
+                        TxKind::Call(addr(TOKEN_ADDR)),
+                        U256::ZERO,
+                        token_call(victim, 1),
+                        gas,
+                    );
+                }
+                continue;
+            }
+            match rng.below(6) {
+                0 => {
+                    let to = addr(1000 + i);
+                    b.tx(
+                        from,
+                        TxKind::Call(addr(TOKEN_ADDR)),
+                        U256::ZERO,
+                        token_call(to, 1 + i),
+                        gas,
+                    );
+                }
+                1 => b.tx(
+                    from,
+                    TxKind::Call(addr(2000 + i)),
+                    U256::from(1 + i),
+                    vec![],
+                    gas,
+                ),
+                2 => b.tx(
+                    from,
+                    TxKind::Call(addr(REVERTER_ADDR)),
+                    U256::ZERO,
+                    vec![],
+                    gas,
+                ),
+                3 if first_half => b.tx(
+                    from,
+                    TxKind::Call(addr(COUNTER_ADDR)),
+                    U256::ZERO,
+                    vec![],
+                    gas,
+                ),
+                4 if first_half => {
+                    let data = create2_call(seed * 100 + i);
+                    b.tx(
+                        from,
+                        TxKind::Call(addr(FACTORY_ADDR)),
+                        U256::ZERO,
+                        data,
+                        gas,
+                    );
+                }
+                3 | 4 => b.tx(
+                    from,
+                    TxKind::Call(addr(VAULT_ADDR)),
+                    U256::from(7),
+                    vec![],
+                    gas,
+                ),
+                _ => b.tx(from, TxKind::Create, U256::ZERO, child_init(), gas),
+            }
+        }
+        let seq = b.sequential();
+        let opts = ParallelOptions {
+            speculation: Speculation::Always,
+            ..ParallelOptions::always_parallel(2)
+        };
+        let what =
+            format!("seed {seed}, spec {spec:?}, {n} transactions, conflict at {conflict_at:?}");
+        let par = b.parallel_labeled(&opts, &what);
+        assert_same(&seq, &par, &what);
+        if let Ok(p) = &par {
+            kept += p.stats.speculated_blocks;
+            abandoned += p.stats.abandoned_speculations;
+        }
+    }
+    assert!(
+        kept > cases / 2 && abandoned > cases / 20,
+        "{kept} speculations kept, {abandoned} abandoned of {cases}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

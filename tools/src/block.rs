@@ -1189,6 +1189,9 @@ pub fn totals(reports: &[BlockReport]) -> String {
         idle_time: idle_t,
         fold_time: fold_t,
         worker_time: worker_t,
+        speculated_blocks: speculated,
+        abandoned_speculations: abandoned,
+        abandoned_speculation_time: abandoned_t,
         ..
     } = sum;
     let share = |t: Duration| 100.0 * t.as_secs_f64() / worker_t.as_secs_f64();
@@ -1214,6 +1217,8 @@ pub fn totals(reports: &[BlockReport]) -> String {
          {:.1} Mgas/s\n       {reexec} re-executions, {waits} dependency waits, {suspensions} suspensions, \
          {retries} re-runs of lazy reads; \
          {sequential} block(s) ran sequentially{}; \
+         {speculated} block(s) ran as speculative chunks, {abandoned} speculation(s) \
+         abandoned on a conflict ({:.1} ms); \
          frames: {native} native, {interp} interpreted",
         reports.len(),
         reports.len() - failed,
@@ -1222,7 +1227,8 @@ pub fn totals(reports: &[BlockReport]) -> String {
             String::new()
         } else {
             format!(" ({})", reasons.join(", "))
-        }
+        },
+        abandoned_t.as_secs_f64() * 1e3,
     ) + &workers
 }
 

@@ -262,6 +262,21 @@ struct BlockArgs {
     /// (`ParallelOptions::idle_spin`; default 100).
     #[arg(long, value_name = "MICROS")]
     idle_spin: Option<u64>,
+    /// Which blocks run first as speculative chunks, one run of consecutive transactions per
+    /// thread, kept if no chunk read what an earlier one wrote (`ParallelOptions::speculation`)
+    #[arg(long, value_enum, default_value_t = SpeculationArg::Transfers)]
+    speculation: SpeculationArg,
+}
+
+/// `--speculation` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SpeculationArg {
+    /// Never
+    Off,
+    /// Blocks of plain transfers whose chunks share no account (they cannot conflict)
+    Transfers,
+    /// Every block (abandoned on the first conflict: on the mainnet blocks, slower)
+    Always,
 }
 
 /// Options shared by `statetest` and `blocktest`.
@@ -697,6 +712,11 @@ fn cmd_block(a: BlockArgs) -> Result<ExitCode, String> {
     if let Some(us) = a.idle_spin {
         opts.parallel.idle_spin = std::time::Duration::from_micros(us);
     }
+    opts.parallel.speculation = match a.speculation {
+        SpeculationArg::Off => ember_runtime::parallel::Speculation::Off,
+        SpeculationArg::Transfers => ember_runtime::parallel::Speculation::Transfers,
+        SpeculationArg::Always => ember_runtime::parallel::Speculation::Always,
+    };
     opts.check = a.check;
     opts.repeat = a.repeat;
     block::warm_up();

@@ -116,8 +116,9 @@ pub(crate) struct Pending {
     pub(crate) created: bool,
     pub(crate) destroyed: bool,
     pub(crate) storage_reset: bool,
-    /// Final slot values (after the last wipe, if any).
-    pub(crate) slots: BTreeMap<U256, U256>,
+    /// Final slot values (after the last wipe, if any), each with whether it equals the
+    /// pre-state's value once that is known ([`ChangeSet::settle`]).
+    pub(crate) slots: BTreeMap<U256, (U256, Option<bool>)>,
     /// The pre-state account, once read.
     pre: Option<Option<AccountInfo>>,
 }
@@ -212,11 +213,13 @@ impl Pending {
         address: Address,
     ) -> Result<Option<AccountChange>, BlockError> {
         let mut storage = Vec::new();
-        for (slot, value) in std::mem::take(&mut self.slots) {
-            let unchanged = if self.storage_reset {
-                value.is_zero()
-            } else {
-                value == db.storage_ref(address, slot).map_err(state_error::<DB>)?
+        for (slot, (value, same_as_pre)) in std::mem::take(&mut self.slots) {
+            let unchanged = match (self.storage_reset, same_as_pre) {
+                (true, _) => value.is_zero(),
+                (false, Some(same)) => same,
+                (false, None) => {
+                    value == db.storage_ref(address, slot).map_err(state_error::<DB>)?
+                }
             };
             if !unchanged {
                 storage.push((slot, value));
@@ -275,6 +278,28 @@ impl Pending {
     }
 }
 
+/// Two slot maps merged, `later`'s value winning where both have a slot.
+fn merge_sorted_slots<V>(
+    earlier: BTreeMap<U256, V>,
+    later: BTreeMap<U256, V>,
+) -> BTreeMap<U256, V> {
+    let mut a = earlier.into_iter().peekable();
+    let mut b = later.into_iter().peekable();
+    std::iter::from_fn(|| match (a.peek(), b.peek()) {
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next(),
+            std::cmp::Ordering::Greater => b.next(),
+            std::cmp::Ordering::Equal => {
+                a.next();
+                b.next()
+            }
+        },
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+    .collect()
+}
+
 fn state_error<DB: DatabaseRef>(e: DB::Error) -> BlockError {
     BlockError::State {
         message: e.to_string(),
@@ -325,13 +350,95 @@ impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
                     pending.slots.clear();
                 }
                 (Location::Storage(_, slot), WriteValue::Storage(v)) => {
-                    pending.slots.insert(*slot, *v);
+                    pending.slots.insert(*slot, (*v, None));
                 }
                 // The extraction never pairs other locations and values.
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Adds a lazy credit to `address` on top of everything applied so far.
+    pub(crate) fn credit(&mut self, address: Address, amount: U256) -> Result<(), FoldError> {
+        self.accounts
+            .entry(address)
+            .or_default()
+            .credit(self.db, address, amount)
+    }
+
+    /// Applies `later`, the writes of the transactions that follow the ones applied so far,
+    /// folded over the same pre-state without lazy credits or debits, as if each of its
+    /// transactions' writes were applied here in order.
+    pub(crate) fn merge(&mut self, later: ChangeSet<'a, DB>) {
+        for (address, next) in later.accounts {
+            match self.accounts.entry(address) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(next);
+                }
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let pending = o.into_mut();
+                    if next.info.is_some() {
+                        pending.info = next.info;
+                    }
+                    pending.created |= next.created;
+                    pending.destroyed |= next.destroyed;
+                    if next.storage_reset || pending.slots.is_empty() {
+                        pending.storage_reset |= next.storage_reset;
+                        pending.slots = next.slots;
+                    } else if !next.slots.is_empty() {
+                        // Both sorted: one merge (the later value wins) and a bulk build,
+                        // instead of an insert per slot.
+                        let earlier = std::mem::take(&mut pending.slots);
+                        pending.slots = merge_sorted_slots(earlier, next.slots);
+                    }
+                    if pending.pre.is_none() {
+                        pending.pre = next.pre;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compares every slot written so far with the pre-state (without a wipe: after one, only
+    /// zero counts as unchanged, and nothing is looked up), so that [`ChangeSet::finish`] need
+    /// not: a speculative chunk does this on its own thread before the chunks are merged.
+    pub(crate) fn settle(&mut self) -> Result<(), DB::Error> {
+        for (address, pending) in &mut self.accounts {
+            if pending.storage_reset {
+                continue;
+            }
+            for (slot, (value, same_as_pre)) in pending.slots.iter_mut() {
+                if same_as_pre.is_none() {
+                    *same_as_pre = Some(*value == self.db.storage_ref(*address, *slot)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits off the accounts at and above `address` (into a change set over the same
+    /// pre-state).
+    pub(crate) fn split_off(&mut self, address: &Address) -> Self {
+        Self {
+            db: self.db,
+            accounts: self.accounts.split_off(address),
+        }
+    }
+
+    /// The `n`th address with changes, in order.
+    pub(crate) fn nth_address(&self, n: usize) -> Option<Address> {
+        self.accounts.keys().nth(n).copied()
+    }
+
+    /// The pre-state.
+    pub(crate) fn db(&self) -> &'a DB {
+        self.db
+    }
+
+    /// How many accounts have changes.
+    pub(crate) fn len(&self) -> usize {
+        self.accounts.len()
     }
 
     /// The block's account changes, sorted by address. Accounts whose final state equals the

@@ -9,7 +9,8 @@ use super::pool;
 use super::scheduler::{Scheduler, Task};
 use super::writes::{extract_writes, narrow, unobserved_credit, Location, TxWrites, WriteValue};
 use super::{
-    sequential, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats, TxOutput,
+    sequential, speculate, BlockError, BlockOutput, FallbackReason, ParallelOptions, ParallelStats,
+    Speculation, TxOutput,
 };
 use crate::evm::{EmberEvm, MemoProvider, NativeProvider};
 use crate::observe;
@@ -97,8 +98,30 @@ where
         senders = sender_counts(txs);
         sender_chain(&senders, txs.len(), opts.max_sender_share)
     };
+    let mut abandoned = None;
+    let speculate = threads >= 2
+        && match opts.speculation {
+            Speculation::Off => false,
+            Speculation::Always => true,
+            Speculation::Transfers => {
+                txs.len() >= opts.min_transactions
+                    && gas >= opts.min_gas
+                    && speculate::independent_transfers(txs, db, block.beneficiary, threads)
+            }
+        };
+    if speculate {
+        match speculate::run(cfg, block, txs, db, provider, threads) {
+            Ok(output) => return Ok(output),
+            Err(time) => abandoned = Some(time),
+        }
+    }
     if let Some(reason) = reason {
-        return sequential::run(cfg, block, txs, db, provider, reason);
+        let mut output = sequential::run(cfg, block, txs, db, provider, reason)?;
+        if let Some(time) = abandoned {
+            output.stats.abandoned_speculations += 1;
+            output.stats.abandoned_speculation_time += time;
+        }
+        return Ok(output);
     }
     let executor = Executor::new(cfg, block, txs, db, provider, opts);
     if opts.seed_sender_estimates {
@@ -109,6 +132,10 @@ where
         return sequential::run(cfg, block, txs, db, provider, reason);
     }
     let mut stats = executor.stats(threads);
+    if let Some(time) = abandoned {
+        stats.abandoned_speculations += 1;
+        stats.abandoned_speculation_time += time;
+    }
     match executor.finish() {
         Ok((transactions, changes)) => Ok(BlockOutput {
             transactions,

@@ -549,6 +549,23 @@ impl MvMemory {
         self.mix_to_shard(h)
     }
 
+    /// A location mixed into a word (the mark table of speculative chunks shards by it too).
+    pub(crate) fn location_hash(location: &Location) -> u64 {
+        match location {
+            Location::Account(a) | Location::StorageReset(a) => Self::mix(Self::address_word(a)),
+            Location::Storage(a, slot) => {
+                let [l0, l1, l2, l3] = *slot.as_limbs();
+                Self::mix(
+                    Self::address_word(a).rotate_left(7)
+                        ^ l0
+                        ^ l1.rotate_left(17)
+                        ^ l2.rotate_left(33)
+                        ^ l3.rotate_left(49),
+                )
+            }
+        }
+    }
+
     fn location_index(&self, location: &Location) -> usize {
         match location {
             Location::Account(a) | Location::StorageReset(a) => self.shard_index(a),
