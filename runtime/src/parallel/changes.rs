@@ -426,9 +426,9 @@ impl<'a, DB: DatabaseRef> ChangeSet<'a, DB> {
         }
     }
 
-    /// The `n`th address with changes, in order.
-    pub(crate) fn nth_address(&self, n: usize) -> Option<Address> {
-        self.accounts.keys().nth(n).copied()
+    /// The addresses with changes, in order.
+    pub(crate) fn addresses(&self) -> impl Iterator<Item = &Address> {
+        self.accounts.keys()
     }
 
     /// The pre-state.

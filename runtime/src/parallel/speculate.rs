@@ -495,10 +495,19 @@ fn merge_and_finish<DB>(
 where
     DB: DatabaseRef + Sync,
 {
-    // Address ranges of about equal size in the first chunk's set (the largest, usually).
-    let first = sets.first()?;
+    // Address ranges with about as many accounts each: quantiles of a sample of every set's
+    // addresses, each sampled in proportion to its size (chunks often own distinct address
+    // ranges: the first set's quantiles alone left one range three times the other's).
+    const SAMPLES: usize = 64;
+    let total: usize = sets.iter().map(|s| s.len()).sum();
+    let mut sample: Vec<Address> = Vec::with_capacity(SAMPLES + sets.len());
+    for set in &sets {
+        let step = (total / SAMPLES).max(1);
+        sample.extend(set.addresses().step_by(step).copied());
+    }
+    sample.sort_unstable();
     let bounds: Vec<Address> = (1..threads)
-        .filter_map(|t| first.nth_address(first.len() * t / threads))
+        .filter_map(|t| sample.get(sample.len() * t / threads).copied())
         .collect();
     // parts[t]: every chunk's accounts in range t, in chunk order.
     let mut parts: Vec<Vec<ChangeSet<'_, DB>>> = (0..=bounds.len()).map(|_| Vec::new()).collect();
