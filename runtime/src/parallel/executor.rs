@@ -106,7 +106,13 @@ where
             Speculation::Transfers => {
                 txs.len() >= opts.min_transactions
                     && gas >= opts.min_gas
-                    && speculate::independent_transfers(txs, db, block.beneficiary, threads)
+                    && speculate::independent_transfers(
+                        txs,
+                        db,
+                        block.beneficiary,
+                        Precompiles::new(PrecompileSpecId::from_spec_id(cfg.spec)),
+                        threads,
+                    )
             }
         };
     if speculate {

@@ -540,30 +540,25 @@ impl MvMemory {
     /// The shard of a storage slot: slots are small counters in simple contracts and hashes
     /// (mapping entries) in most, so all four limbs go into the mix as well.
     fn slot_index(&self, address: &Address, slot: &U256) -> usize {
+        self.mix_to_shard(Self::slot_word(address, slot))
+    }
+
+    /// An (address, slot) pair folded into a word (before mixing).
+    fn slot_word(address: &Address, slot: &U256) -> u64 {
         let [l0, l1, l2, l3] = *slot.as_limbs();
-        let h = Self::address_word(address).rotate_left(7)
+        Self::address_word(address).rotate_left(7)
             ^ l0
             ^ l1.rotate_left(17)
             ^ l2.rotate_left(33)
-            ^ l3.rotate_left(49);
-        self.mix_to_shard(h)
+            ^ l3.rotate_left(49)
     }
 
     /// A location mixed into a word (the mark table of speculative chunks shards by it too).
     pub(crate) fn location_hash(location: &Location) -> u64 {
-        match location {
-            Location::Account(a) | Location::StorageReset(a) => Self::mix(Self::address_word(a)),
-            Location::Storage(a, slot) => {
-                let [l0, l1, l2, l3] = *slot.as_limbs();
-                Self::mix(
-                    Self::address_word(a).rotate_left(7)
-                        ^ l0
-                        ^ l1.rotate_left(17)
-                        ^ l2.rotate_left(33)
-                        ^ l3.rotate_left(49),
-                )
-            }
-        }
+        Self::mix(match location {
+            Location::Account(a) | Location::StorageReset(a) => Self::address_word(a),
+            Location::Storage(a, slot) => Self::slot_word(a, slot),
+        })
     }
 
     fn location_index(&self, location: &Location) -> usize {

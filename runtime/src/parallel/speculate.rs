@@ -196,18 +196,12 @@ impl<DB: DatabaseRef> DatabaseRef for ChunkDb<'_, '_, DB> {
             return Err(self.shared.abandon());
         }
         self.note(Location::Account(address))?;
-        self.shared
-            .db
-            .basic_ref(address)
-            .map_err(|e| SpecError::Db(e.to_string()))
+        self.shared.db.basic_ref(address).map_err(db_error)
     }
 
     fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, SpecError> {
         self.shared.live()?;
-        self.shared
-            .db
-            .code_by_hash_ref(code_hash)
-            .map_err(|e| SpecError::Db(e.to_string()))
+        self.shared.db.code_by_hash_ref(code_hash).map_err(db_error)
     }
 
     fn storage_ref(&self, address: Address, index: StorageKey) -> Result<StorageValue, SpecError> {
@@ -216,19 +210,17 @@ impl<DB: DatabaseRef> DatabaseRef for ChunkDb<'_, '_, DB> {
         // looked for here: it comes with a write of the account, and revm's `State` loads a
         // slot only of an account this chunk loaded (first-loaded, so marked) before.
         self.note(Location::Storage(address, index))?;
-        self.shared
-            .db
-            .storage_ref(address, index)
-            .map_err(|e| SpecError::Db(e.to_string()))
+        self.shared.db.storage_ref(address, index).map_err(db_error)
     }
 
     fn block_hash_ref(&self, number: u64) -> Result<B256, SpecError> {
         self.shared.live()?;
-        self.shared
-            .db
-            .block_hash_ref(number)
-            .map_err(|e| SpecError::Db(e.to_string()))
+        self.shared.db.block_hash_ref(number).map_err(db_error)
     }
+}
+
+fn db_error(e: impl std::fmt::Display) -> SpecError {
+    SpecError::Db(e.to_string())
 }
 
 /// One chunk's outcome.
@@ -308,9 +300,12 @@ where
             return None;
         }
         if marks_writes {
-            // Later chunks never load the beneficiary (they abandon instead).
+            // Later chunks never load the beneficiary (they abandon instead), and never mark
+            // storage wipes (a wipe comes with a write of the account, which they do mark).
             let beneficiary = Location::Account(shared.beneficiary);
-            for (location, _) in writes.entries.iter().filter(|(l, _)| *l != beneficiary) {
+            let marked =
+                |l: &Location| *l != beneficiary && !matches!(l, Location::StorageReset(_));
+            for (location, _) in writes.entries.iter().filter(|(l, _)| marked(l)) {
                 if shared.marks.write(chunk, *location) {
                     shared.abandon();
                     return None;
@@ -330,7 +325,7 @@ where
 }
 
 /// Whether every transaction is a plain transfer (a call without input, to an account
-/// without code in the pre-state, not a precompile, no EIP-7702 authorizations) and no account
+/// without code in the pre-state, not one of the fork's precompiles, no EIP-7702 authorizations) and no account
 /// (sender, recipient) belongs to two of the chunks [`run`] makes on `threads` threads, nor is
 /// the beneficiary. Such chunks read and write only their own accounts, and the beneficiary's
 /// fees lazily: they cannot conflict. One pre-state lookup per recipient.
@@ -338,6 +333,7 @@ pub(crate) fn independent_transfers<DB: DatabaseRef>(
     txs: &[TxEnv],
     db: &DB,
     beneficiary: Address,
+    precompiles: &revm::precompile::Precompiles,
     threads: usize,
 ) -> bool {
     let starts = chunk_starts(txs, threads.clamp(1, MAX_CHUNKS));
@@ -358,7 +354,7 @@ pub(crate) fn independent_transfers<DB: DatabaseRef>(
             || !tx.authorization_list.is_empty()
             || to == beneficiary
             || tx.caller == beneficiary
-            || is_precompile_address(&to)
+            || precompiles.contains(&to)
         {
             return false;
         }
@@ -374,12 +370,6 @@ pub(crate) fn independent_transfers<DB: DatabaseRef>(
         }
     }
     true
-}
-
-/// Addresses 0x01..=0xff and 0x0100 (precompiles of every fork so far, and some room): a plain
-/// transfer to one runs code.
-fn is_precompile_address(address: &Address) -> bool {
-    address.0[..18].iter().all(|b| *b == 0) && (address.0[18] == 0 || address.0[18..] == [1, 0])
 }
 
 /// Where each chunk starts: `chunks` runs of consecutive transactions with about equal gas
