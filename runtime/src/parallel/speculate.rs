@@ -325,10 +325,11 @@ where
 }
 
 /// Whether every transaction is a plain transfer (a call without input, to an account
-/// without code in the pre-state, not one of the fork's precompiles, no EIP-7702 authorizations) and no account
-/// (sender, recipient) belongs to two of the chunks [`run`] makes on `threads` threads, nor is
-/// the beneficiary. Such chunks read and write only their own accounts, and the beneficiary's
-/// fees lazily: they cannot conflict. One pre-state lookup per recipient.
+/// without code in the pre-state, not one of the fork's precompiles, no EIP-7702
+/// authorizations) and no account (sender, recipient) belongs to two of the chunks [`run`]
+/// makes on `threads` threads, nor is the beneficiary. Such chunks read and write only their
+/// own accounts, and the beneficiary's fees lazily: they cannot conflict. One pre-state lookup
+/// per recipient.
 pub(crate) fn independent_transfers<DB: DatabaseRef>(
     txs: &[TxEnv],
     db: &DB,
@@ -490,9 +491,9 @@ where
     // ranges: the first set's quantiles alone left one range three times the other's).
     const SAMPLES: usize = 64;
     let total: usize = sets.iter().map(|s| s.len()).sum();
+    let step = (total / SAMPLES).max(1);
     let mut sample: Vec<Address> = Vec::with_capacity(SAMPLES + sets.len());
     for set in &sets {
-        let step = (total / SAMPLES).max(1);
         sample.extend(set.addresses().step_by(step).copied());
     }
     sample.sort_unstable();
